@@ -1,0 +1,1 @@
+"""Maze environments, frame collection and frame datasets (MiniGrid). Depends on ``episodic_memory``."""

@@ -1,0 +1,19 @@
+"""Episodic memory for reinforcement-learning agents: Kanerva Machine and Dynamic Kanerva Machine.
+
+Public API::
+
+    from episodic_memory import MemoryState, KanervaMemory, DynamicKanervaMachine, KanervaMachine
+"""
+
+from episodic_memory.dkm import DynamicKanervaMachine
+from episodic_memory.machine import MemoryMachine, load_machine, read_checkpoint_header
+from episodic_memory.memory import KanervaMemory, MemoryState
+
+__all__ = [
+    "DynamicKanervaMachine",
+    "KanervaMemory",
+    "MemoryMachine",
+    "MemoryState",
+    "load_machine",
+    "read_checkpoint_header",
+]

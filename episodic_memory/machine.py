@@ -1,0 +1,186 @@
+"""What every generative memory model shares: input checks, save and load.
+
+A checkpoint is one safetensors file: the weights, plus a JSON document in the file's metadata
+(``kind``, ``format_version`` and the constructor ``config``). It is written to a temporary file
+and renamed, so an interrupted save never leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from episodic_memory.memory import KanervaMemory
+from episodic_memory.preprocessing import InputSpec
+
+__all__ = ["MemoryMachine", "load_machine", "read_checkpoint_header", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_METADATA_KEY = "episodic_memory"
+_REGISTRY: dict[str, type[MemoryMachine]] = {}
+
+
+class MemoryMachine(nn.Module):
+    """Base class of the generative memories (DKM, KM): an encoder, a decoder and a :class:`KanervaMemory`.
+
+    Subclasses build their networks from keyword arguments and record them in ``self.config``
+    (JSON-serialisable), so that ``type(model)(**model.config)`` rebuilds the same architecture.
+    Episodes are ``x [B, T, *input_shape]``; see :mod:`episodic_memory.preprocessing`.
+    """
+
+    kind: ClassVar[str]
+    memory: KanervaMemory
+    input_spec: InputSpec
+    config: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.kind = cls.__name__
+        _REGISTRY[cls.kind] = cls
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.input_spec.shape
+
+    @property
+    def code_size(self) -> int:
+        return self.memory.code_size
+
+    @property
+    def num_slots(self) -> int:
+        return self.memory.num_slots
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.memory.prior_mean.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.memory.prior_mean.device
+
+    # ----------------------------------------------------------------------------------------
+    # Episodes in and out
+    # ----------------------------------------------------------------------------------------
+    def _frames_in(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """Check an episode ``x [B, T, *input_shape]`` and return model frames ``[B*T, *model_shape]``."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        shape = self.input_spec.shape
+        if x.dim() != 2 + len(shape) or tuple(x.shape[2:]) != shape:
+            raise ValueError(f"{name} must have shape [B, T, {', '.join(map(str, shape))}], got {tuple(x.shape)}")
+        if x.shape[0] < 1 or x.shape[1] < 1:
+            raise ValueError(f"{name} must hold at least one episode of one frame, got {tuple(x.shape)}")
+        if x.dtype != torch.uint8 and not x.dtype.is_floating_point:
+            raise ValueError(f"{name} must be uint8 or floating point, got {x.dtype}")
+        if x.dtype.is_floating_point and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} holds NaN or inf values")
+        return self.input_spec.to_model(x.flatten(0, 1).to(self.device), self.dtype)
+
+    def _frames_out(self, frames: torch.Tensor, B: int, T: int) -> torch.Tensor:
+        """Model frames ``[B*T, *model_shape]`` -> ``[B, T, *input_shape]`` floats."""
+        return self.input_spec.from_model(frames).reshape(B, T, *self.input_spec.shape)
+
+    # ----------------------------------------------------------------------------------------
+    # Save and load
+    # ----------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write weights and config to the safetensors file ``path``; returns the path.
+
+        The file is written next to ``path`` and renamed into place, so an existing checkpoint is
+        replaced whole or not at all.
+        """
+        path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"save path {str(path)!r} is a directory; give a file name such as model.safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = {"kind": self.kind, "format_version": FORMAT_VERSION, "config": self.config}
+        tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(header)})
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> MemoryMachine:
+        """Rebuild a model saved with :meth:`save`.
+
+        :raises FileNotFoundError: if ``path`` does not exist.
+        :raises ValueError: if the file is not a checkpoint of this library, holds another kind of
+            model than ``cls`` (call :func:`load_machine` to load any kind), or its tensors do not
+            match the shapes its config implies.
+        """
+        header = read_checkpoint_header(path)
+        kind = header["kind"]
+        if cls is not MemoryMachine and kind != cls.kind:
+            raise ValueError(
+                f"checkpoint {str(path)!r} holds a {kind}, not a {cls.kind}; "
+                f"load it with {kind}.load or episodic_memory.load_machine"
+            )
+        if kind not in _REGISTRY:
+            raise ValueError(f"checkpoint {str(path)!r} holds an unknown model kind {kind!r}; known: {sorted(_REGISTRY)}")
+        try:
+            model = _REGISTRY[kind](**header["config"])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"checkpoint {str(path)!r} has an invalid {kind} config: {error}") from error
+        expected = model.state_dict()
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            names = set(f.keys())
+            missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
+            if missing or unexpected:
+                raise ValueError(
+                    f"checkpoint {str(path)!r} does not match its {kind} config: "
+                    f"missing tensors {missing}, unexpected tensors {unexpected}"
+                )
+            loaded = {}
+            for name in sorted(names):
+                tensor = f.get_tensor(name)
+                if tensor.shape != expected[name].shape:
+                    raise ValueError(
+                        f"checkpoint {str(path)!r}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                        f"the {kind} config implies {tuple(expected[name].shape)}"
+                    )
+                loaded[name] = tensor
+        model.load_state_dict(loaded)
+        return model.to(map_location)
+
+
+def read_checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON header (``kind``, ``format_version``, ``config``) of a checkpoint written by :meth:`MemoryMachine.save`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{str(path)!r} is not a readable safetensors checkpoint ({error})") from error
+    if _METADATA_KEY not in metadata:
+        raise ValueError(
+            f"{str(path)!r} is a safetensors file but not an episodic-memory checkpoint (no {_METADATA_KEY!r} metadata)"
+        )
+    try:
+        header = json.loads(metadata[_METADATA_KEY])
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{str(path)!r} has a corrupted checkpoint header: {error}") from error
+    if not isinstance(header, dict) or not {"kind", "format_version", "config"} <= set(header):
+        raise ValueError(f"{str(path)!r} has an incomplete checkpoint header: {header!r}")
+    if header["format_version"] != FORMAT_VERSION:
+        raise ValueError(
+            f"{str(path)!r} has checkpoint format version {header['format_version']}, this library reads version {FORMAT_VERSION}"
+        )
+    return header
+
+
+def load_machine(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> MemoryMachine:
+    """Load a checkpoint of any model kind (DKM, KM), whichever the file holds."""
+    return MemoryMachine.load(path, map_location)

@@ -1,0 +1,1 @@
+"""Trainers and command-line entry points; wandb logging lives here."""
