@@ -8,12 +8,15 @@ Public API::
 from episodic_memory.dkm import DynamicKanervaMachine
 from episodic_memory.machine import MemoryMachine, load_machine, read_checkpoint_header
 from episodic_memory.memory import KanervaMemory, MemoryState
+from episodic_memory.online import OnlineMemory, StepReadout
 
 __all__ = [
     "DynamicKanervaMachine",
     "KanervaMemory",
     "MemoryMachine",
     "MemoryState",
+    "OnlineMemory",
+    "StepReadout",
     "load_machine",
     "read_checkpoint_header",
 ]

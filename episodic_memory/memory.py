@@ -27,7 +27,7 @@ from torch import nn
 
 from episodic_memory.linalg import safe_cholesky, symmetrize
 
-__all__ = ["MemoryState", "KanervaMemory", "matrix_normal_kl"]
+__all__ = ["MemoryState", "KanervaMemory", "addressing_factor", "matrix_normal_kl"]
 
 
 class MemoryState(NamedTuple):
@@ -73,6 +73,12 @@ def matrix_normal_kl(q: MemoryState, p: MemoryState) -> torch.Tensor:
     logdet_U0 = 2.0 * L0.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # [B]
     logdet_U = 2.0 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # [B]
     return 0.5 * (C * trace_term + mahalanobis - K * C + C * (logdet_U0 - logdet_U))
+
+
+def addressing_factor(R: torch.Tensor, ridge: float) -> torch.Tensor:
+    """Cholesky factor ``L [B, K, K]`` of the DKM addressing matrix ``R Rᵀ + λI`` (eq. 6) for ``R [B, K, C]``."""
+    eye = torch.eye(R.shape[-2], dtype=R.dtype, device=R.device)
+    return safe_cholesky(R @ R.transpose(-1, -2) + ridge * eye)
 
 
 class KanervaMemory(nn.Module):
@@ -194,7 +200,8 @@ class KanervaMemory(nn.Module):
     def retrieve(self, state: MemoryState, z: torch.Tensor, steps: int, factor: torch.Tensor | None = None) -> torch.Tensor:
         """Code-space attractor: iterate ``z <- read(address(z))`` ``steps`` times (DKM §3.5).
 
-        One Cholesky factor of ``R Rᵀ + λ I`` serves every iteration.
+        One Cholesky factor of ``R Rᵀ + λ I`` serves every iteration, and iterations after the first
+        run in weight space (``w <- w − λ (R Rᵀ + λI)⁻¹ w``), the same map with one solve each.
 
         :param z: query codes ``[B, T, C]``; :param steps: iterations (0 returns ``z``).
         :return: cleaned codes ``[B, T, C]``.
@@ -207,9 +214,13 @@ class KanervaMemory(nn.Module):
             factor = self._addressing_factor(state.mean)
         else:
             self._check_factor(factor, state)
-        for _ in range(steps):
-            z = self._address(state.mean, z, factor) @ state.mean  # [B, T, C]
-        return z
+        if steps == 0:
+            return z
+        w = self._address(state.mean, z, factor)  # [B, T, K]
+        for _ in range(steps - 1):
+            # address(read(w)) = A⁻¹ R Rᵀ w = A⁻¹ (A − λI) w = w − λ A⁻¹ w with A = R Rᵀ + λI
+            w = w - self.ridge * torch.cholesky_solve(w.transpose(-1, -2), factor).transpose(-1, -2)
+        return w @ state.mean  # [B, T, C]
 
     # ----------------------------------------------------------------------------------------
     # Writing
@@ -248,14 +259,12 @@ class KanervaMemory(nn.Module):
     # Unchecked kernels
     # ----------------------------------------------------------------------------------------
     def _addressing_factor(self, R: torch.Tensor) -> torch.Tensor:
-        K = R.shape[-2]
-        eye = torch.eye(K, dtype=R.dtype, device=R.device)
-        return safe_cholesky(R @ R.transpose(-1, -2) + self.ridge * eye)  # chol(R Rᵀ + λI) [B, K, K]
+        return addressing_factor(R, self.ridge)
 
     def _address(self, R: torch.Tensor, z: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
         if factor is None:
             factor = self._addressing_factor(R)
-        Rz = R @ z.transpose(-1, -2)  # [B, K, C] @ [B, C, T] -> [B, K, T]
+        Rz = (z @ R.transpose(-1, -2)).transpose(-1, -2)  # R z as rows: [B, T, C] @ [B, C, K] -> [B, K, T]
         return torch.cholesky_solve(Rz, factor).transpose(-1, -2)  # DKM eq. 6, μw [B, T, K]
 
     def _write(self, state: MemoryState, z: torch.Tensor, w: torch.Tensor) -> MemoryState:
@@ -266,9 +275,11 @@ class KanervaMemory(nn.Module):
         if T == 1:
             # Σz is a scalar: divide instead of factorising; wUwᵀ >= 0 in exact arithmetic.
             Sigma_z = (Sigma_c * w).sum(-1, keepdim=True).clamp_min(0.0) + self.obs_noise_var  # KM eq. 10 [B, 1, 1]
-            R = R + Sigma_c.transpose(-1, -2) @ (Delta / Sigma_z)  # KM eq. 9
-            # The outer product Σcᵀ Σc is exactly symmetric, so U stays exactly symmetric.
-            U = U - (Sigma_c.transpose(-1, -2) @ Sigma_c) / Sigma_z  # KM eq. 11 [B, K, K]
+            R = R + Sigma_c.transpose(-1, -2) * (Delta / Sigma_z)  # KM eq. 9, broadcast [B, K, 1] * [B, 1, C]
+            # U -= vᵀv with v = Σc/√Σz: a broadcast outer product of one vector with itself is exactly
+            # symmetric (and far cheaper than a bmm with an inner size of 1), so U stays symmetric.
+            v = Sigma_c * Sigma_z.rsqrt()  # [B, 1, K]
+            U = U - v.transpose(-1, -2) * v  # KM eq. 11 [B, K, K]
         else:
             eye = torch.eye(T, dtype=z.dtype, device=z.device)
             Sigma_z = Sigma_c @ w.transpose(-1, -2) + self.obs_noise_var * eye  # KM eq. 10 [B, T, T]
