@@ -1,1 +1,35 @@
-"""Maze environments, frame collection and frame datasets (MiniGrid). Depends on ``episodic_memory``."""
+"""Maze environments, frame collection and frame datasets (MiniGrid).
+
+Importing this package registers the ``EpisodicMemory-RandomMaze-S{n}-v0`` Gymnasium ids.
+"""
+
+from envs.collect import CollectConfig, collect
+from envs.dataset import FrameDataset
+from envs.mazes import (
+    DEFAULT_MAZES,
+    RANDOM_MAZE_SIZES,
+    VIEWS,
+    FrameObservation,
+    RandomMazeEnv,
+    layout_id,
+    make_frame_env,
+    random_maze_id,
+    register_envs,
+)
+
+register_envs()
+
+__all__ = [
+    "DEFAULT_MAZES",
+    "RANDOM_MAZE_SIZES",
+    "VIEWS",
+    "CollectConfig",
+    "FrameDataset",
+    "FrameObservation",
+    "RandomMazeEnv",
+    "collect",
+    "layout_id",
+    "make_frame_env",
+    "random_maze_id",
+    "register_envs",
+]

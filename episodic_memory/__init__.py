@@ -6,17 +6,21 @@ Public API::
 """
 
 from episodic_memory.dkm import DynamicKanervaMachine
+from episodic_memory.km import KanervaMachine
 from episodic_memory.machine import MemoryMachine, load_machine, read_checkpoint_header
 from episodic_memory.memory import KanervaMemory, MemoryState
 from episodic_memory.online import OnlineMemory, StepReadout
+from episodic_memory.vae import VariationalAutoencoder
 
 __all__ = [
     "DynamicKanervaMachine",
+    "KanervaMachine",
     "KanervaMemory",
     "MemoryMachine",
     "MemoryState",
     "OnlineMemory",
     "StepReadout",
+    "VariationalAutoencoder",
     "load_machine",
     "read_checkpoint_header",
 ]

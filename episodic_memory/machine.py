@@ -51,7 +51,7 @@ class MemoryMachine(nn.Module):
 
     @property
     def code_size(self) -> int:
-        return self.memory.code_size
+        return self.config["code_size"]
 
     @property
     def num_slots(self) -> int:
@@ -59,11 +59,19 @@ class MemoryMachine(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.memory.prior_mean.dtype
+        return next(self.parameters()).dtype
 
     @property
     def device(self) -> torch.device:
-        return self.memory.prior_mean.device
+        return next(self.parameters()).device
+
+    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The training objective on episodes ``x [B, T, *input_shape]``: a dict with ``loss`` and its terms."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``model(x)`` is ``model.loss(x)``, so that DistributedDataParallel can wrap a model."""
+        return self.loss(x)
 
     # ----------------------------------------------------------------------------------------
     # Episodes in and out

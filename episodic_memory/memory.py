@@ -210,12 +210,12 @@ class KanervaMemory(nn.Module):
         self._check_codes("z", z, state)
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        if steps == 0:
+            return z
         if factor is None:
             factor = self._addressing_factor(state.mean)
         else:
             self._check_factor(factor, state)
-        if steps == 0:
-            return z
         w = self._address(state.mean, z, factor)  # [B, T, K]
         for _ in range(steps - 1):
             # address(read(w)) = A⁻¹ R Rᵀ w = A⁻¹ (A − λI) w = w − λ A⁻¹ w with A = R Rᵀ + λI

@@ -1,0 +1,115 @@
+"""The ``episodic-memory`` command: collect maze frames, pretrain a memory, evaluate it.
+
+    episodic-memory collect  --out data/mazes
+    episodic-memory pretrain --data data/mazes --out runs/dkm
+    episodic-memory evaluate --data data/mazes --model dkm=runs/dkm/model.safetensors --out runs/eval
+
+Every subcommand takes ``--config FILE.yaml`` (values for its options; flags override it) and
+``--seed``; ``--help`` lists the options with their defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from envs.collect import CollectConfig, collect
+from envs.dataset import FrameDataset
+from episodic_memory import load_machine
+from train.config import add_config_arguments, config_from_args
+from train.evaluate import EvaluationConfig, evaluate_models
+from train.pretrain import PretrainConfig, pretrain, resolve_device
+
+__all__ = ["main"]
+
+EXIT_INTERRUPTED = 130
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="episodic-memory", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser(
+        "collect",
+        help="record egocentric frames from MiniGrid mazes into a dataset directory",
+        description="Run a behaviour policy (a random walk with a forward bias by default) in maze environments "
+        "and write the frames as compressed shards plus a JSON manifest. "
+        "Re-running adds shards; it never corrupts existing ones.",
+    )
+    add_config_arguments(p, CollectConfig)
+
+    p = commands.add_parser(
+        "pretrain",
+        help="train a DKM, KM or VAE on episodes of collected frames",
+        description="Train a generative memory on episodes of collected frames, with checkpoints, "
+        "exact resumption, wandb logging, and an evaluation on held-out mazes at the end. Runs under torchrun for DDP.",
+    )
+    add_config_arguments(p, PretrainConfig)
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CHECKPOINT",
+        help="continue the run in --out from its newest checkpoint, or from the checkpoint directory given",
+    )
+
+    p = commands.add_parser(
+        "evaluate",
+        help="conditional NLL, capacity curve and denoising of saved models on held-out mazes",
+        description="Evaluate saved models on the held-out mazes of a dataset; writes report.json and PNG figures to --out.",
+    )
+    p.add_argument("--data", required=True, help="dataset directory written by `episodic-memory collect`")
+    p.add_argument(
+        "--model", action="append", required=True, metavar="NAME=PATH", help="a model to evaluate (repeat for several)"
+    )
+    p.add_argument("--out", default="runs/eval", help="directory for report.json and the figures")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="fraction of mazes held out (as in pretrain)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto picks CUDA when available")
+    add_config_arguments(p, EvaluationConfig)
+    return parser
+
+
+def _evaluate(args: argparse.Namespace) -> dict:
+    config = config_from_args(EvaluationConfig, args)
+    device = resolve_device(args.device)
+    models = {}
+    for item in args.model:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--model must look like NAME=PATH (e.g. dkm=runs/dkm/model.safetensors), got {item!r}")
+        models[name] = load_machine(path, map_location=device)
+    test = FrameDataset(args.data, split="test", test_fraction=args.test_fraction)
+    for name, model in models.items():
+        if tuple(model.input_shape) != tuple(test.frame_shape):
+            raise ValueError(
+                f"model {name!r} expects frames of shape {tuple(model.input_shape)}, {args.data!r} holds {test.frame_shape}"
+            )
+    return evaluate_models(models, test.sample, Path(args.out), config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "collect":
+            manifest = collect(config_from_args(CollectConfig, args))
+            print(f"dataset manifest: {manifest}")
+            return 0
+        if args.command == "pretrain":
+            summary = pretrain(config_from_args(PretrainConfig, args), resume=args.resume)
+            print(json.dumps({k: v for k, v in summary.items() if k != "evaluation"}, indent=2))
+            return EXIT_INTERRUPTED if summary["interrupted"] else 0
+        report = _evaluate(args)
+        print(json.dumps({name: entry["conditional_nll"] for name, entry in report["models"].items()}, indent=2))
+        print(f"report and figures in {args.out}")
+        return 0
+    except (ValueError, FileNotFoundError) as error:
+        print(f"episodic-memory {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

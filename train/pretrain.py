@@ -1,0 +1,345 @@
+"""Pretrain a generative memory (DKM, KM) or the VAE baseline on episodes of collected maze frames.
+
+    episodic-memory pretrain --data data/mazes --out runs/dkm --steps 2000
+    torchrun --standalone --nproc_per_node=2 -m train.cli pretrain --data data/mazes --out runs/dkm
+
+Each step samples ``batch_size`` episodes of ``episode_length`` frames from the training mazes
+and takes one Adam step on the model's per-frame objective (DKM: eq. 4 + eq. 11; KM: eq. 12;
+VAE: its ELBO). Randomness is a function of ``(seed, rank, step)`` — the data of step s on
+process r comes from ``numpy.random.default_rng([seed, r, s])`` and torch is reseeded likewise —
+so a run resumed from a checkpoint repeats the losses of an uninterrupted one exactly on CPU.
+
+Checkpoints (``out/checkpoints/step-NNNNNNN/``: the model as safetensors, optimizer, config and
+step) are written every ``checkpoint_every`` steps, at the end, and when SIGINT/SIGTERM arrives
+(after the current step). A checkpoint directory appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from envs.dataset import FrameDataset
+from episodic_memory import DynamicKanervaMachine, KanervaMachine, MemoryMachine, VariationalAutoencoder
+from train.config import field
+from train.evaluate import EvaluationConfig, evaluate_models
+from train.figures import training_figures
+from train.tracking import RunLogger
+
+__all__ = ["PretrainConfig", "pretrain", "build_model", "latest_checkpoint", "resolve_device"]
+
+CHECKPOINT_FORMAT = 1
+# Options that may differ between a run and its resumption; all others define the experiment.
+RESUMABLE_CHANGES = {
+    "data",
+    "out",
+    "steps",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_every",
+    "image_every",
+    "evaluate",
+    "device",
+    "wandb_mode",
+}
+
+
+@dataclass
+class PretrainConfig:
+    """Options of ``episodic-memory pretrain``."""
+
+    data: str = field("data/mazes", "dataset directory written by `episodic-memory collect`")
+    out: str = field("runs/pretrain", "run directory: checkpoints, metrics.jsonl, wandb files, evaluation")
+    model: Literal["dkm", "km", "vae"] = field(
+        "dkm", "model: Dynamic Kanerva Machine, Kanerva Machine, or the memory-less VAE baseline"
+    )
+    code_size: int = field(100, "C: size of the codes and of the memory's columns")
+    num_slots: int = field(32, "K: rows of the memory (dkm, km)")
+    likelihood: Literal["bernoulli", "gaussian"] = field("gaussian", "observation model for frames")
+    hidden_channels: int = field(32, "filters of every convolution of the encoder and decoder")
+    episode_length: int = field(32, "T: frames per training episode")
+    batch_size: int = field(16, "episodes per step (per process under torchrun)")
+    mode: str = field("mixed", "episode sampling: 'mixed' (frames from many mazes) or 'layouts=n' (from n mazes)")
+    steps: int = field(2000, "optimizer steps in total (raise it to extend a resumed run)")
+    lr: float = field(1e-4, "Adam learning rate (the papers use 1e-4)")
+    grad_clip: float = field(10.0, "clip the global gradient norm to this (0 disables)")
+    checkpoint_every: int = field(500, "steps between checkpoints")
+    keep_checkpoints: int = field(3, "checkpoints kept on disk (the newest)")
+    log_every: int = field(25, "steps between logged losses")
+    image_every: int = field(500, "steps between logged images (reconstructions, attractor trajectories); 0 disables")
+    test_fraction: float = field(0.1, "fraction of mazes held out for evaluation")
+    evaluate: bool = field(True, "evaluate on held-out mazes at the end (report.json and figures in out/eval)")
+    seed: int = field(0, "random seed: same seed, same run on CPU")
+    device: Literal["auto", "cpu", "cuda"] = field("auto", "auto picks CUDA when available")
+    wandb_mode: Literal["online", "offline", "disabled"] = field(
+        "offline", "wandb logging; offline runs upload later with `wandb sync`"
+    )
+    wandb_project: str = field("episodic-memory", "wandb project")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def build_model(config: PretrainConfig, frame_shape: tuple[int, ...]) -> MemoryMachine:
+    """A fresh model of ``config.model`` for frames of ``frame_shape`` (H, W, C)."""
+    common = dict(code_size=config.code_size, likelihood=config.likelihood, hidden_channels=config.hidden_channels)
+    if config.model == "dkm":
+        return DynamicKanervaMachine(frame_shape, num_slots=config.num_slots, **common)
+    if config.model == "km":
+        return KanervaMachine(frame_shape, num_slots=config.num_slots, **common)
+    if config.model == "vae":
+        return VariationalAutoencoder(frame_shape, **common)
+    raise ValueError(f"model must be 'dkm', 'km' or 'vae', got {config.model!r}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints
+# ------------------------------------------------------------------------------------------------
+def latest_checkpoint(out: str | os.PathLike[str]) -> Path | None:
+    """The newest complete checkpoint directory under ``out/checkpoints``, or None."""
+    root = Path(out) / "checkpoints"
+    done = sorted(p for p in root.glob("step-*") if p.is_dir() and (p / "trainer.pt").is_file()) if root.is_dir() else []
+    return done[-1] if done else None
+
+
+def save_checkpoint(
+    out: Path,
+    step: int,
+    model: MemoryMachine,
+    optimizer: torch.optim.Optimizer,
+    config: PretrainConfig,
+    wandb_id: str | None,
+    keep: int,
+) -> Path:
+    """Write ``out/checkpoints/step-NNNNNNN`` atomically (a temporary directory renamed into place)."""
+    root = out / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:07d}"
+    tmp = root / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    model.save(tmp / "model.safetensors")
+    torch.save(
+        {
+            "format_version": CHECKPOINT_FORMAT,
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "config": dataclasses.asdict(config),
+            "wandb_id": wandb_id,
+        },
+        tmp / "trainer.pt",
+    )
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old)
+    return final
+
+
+def load_checkpoint(path: Path, config: PretrainConfig, device: torch.device) -> tuple[MemoryMachine, dict[str, Any]]:
+    """Model and trainer state of checkpoint ``path``; a corrupted or foreign checkpoint raises ValueError."""
+    hint = f"delete {str(path)!r} to resume from the checkpoint before it, or start afresh in another --out"
+    try:
+        model = MemoryMachine.load(path / "model.safetensors", map_location=device)
+        trainer = torch.load(path / "trainer.pt", map_location=device, weights_only=False)
+    except (OSError, ValueError, RuntimeError, EOFError) as error:
+        raise ValueError(f"checkpoint {str(path)!r} is corrupted or incomplete ({error}); {hint}") from error
+    if not isinstance(trainer, dict) or trainer.get("format_version") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint {str(path)!r} is not a pretrain checkpoint of this version; {hint}")
+    saved = trainer["config"]
+    changed = {
+        k: (saved.get(k), v) for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_CHANGES and saved.get(k) != v
+    }
+    if changed:
+        listing = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise ValueError(
+            f"cannot resume {str(path)!r} with a different experiment ({listing}); only {sorted(RESUMABLE_CHANGES)} may change"
+        )
+    return model, trainer
+
+
+# ------------------------------------------------------------------------------------------------
+# Distributed setup and signals
+# ------------------------------------------------------------------------------------------------
+def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) — under torchrun, joins the process group (gloo on CPU, nccl on CUDA)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world_size, device
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked between steps (the step in progress finishes first)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _seed_step(seed: int, rank: int, step: int) -> np.random.Generator:
+    """Seed torch for this (seed, rank, step) and return the numpy generator of its data."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0]))
+    return np.random.default_rng([seed, rank, step])
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+# ------------------------------------------------------------------------------------------------
+def pretrain(config: PretrainConfig, resume: bool | str | os.PathLike[str] = False, progress: bool = True) -> dict[str, Any]:
+    """Train as ``config`` says; returns a summary (final losses, checkpoint path, run directories).
+
+    :param resume: False to start afresh (refused if ``config.out`` already holds checkpoints),
+        True to continue from the newest checkpoint in ``config.out``, or a checkpoint directory.
+    """
+    out = Path(config.out)
+    device = resolve_device(config.device)
+    rank, world_size, device = _distributed(device)
+    is_main = rank == 0
+    dataset = FrameDataset(config.data, split="train", test_fraction=config.test_fraction)
+
+    start_step, wandb_id = 0, None
+    checkpoint = Path(resume) if isinstance(resume, (str, os.PathLike)) else (latest_checkpoint(out) if resume else None)
+    if resume is True and checkpoint is None:
+        raise ValueError(f"--resume: no checkpoint in {str(out / 'checkpoints')!r}; run without --resume to start")
+    if not resume and latest_checkpoint(out) is not None:
+        raise ValueError(f"{str(out)!r} already holds checkpoints: pass --resume to continue that run, or choose another --out")
+    if checkpoint is not None:
+        model, trainer_state = load_checkpoint(checkpoint, config, device)
+        start_step, wandb_id = trainer_state["step"], trainer_state.get("wandb_id")
+    else:
+        torch.manual_seed(config.seed)
+        model = build_model(config, dataset.frame_shape).to(device)
+    if tuple(model.input_shape) != tuple(dataset.frame_shape):
+        raise ValueError(
+            f"frames in {config.data!r} have shape {dataset.frame_shape}, the model expects {tuple(model.input_shape)}"
+        )
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    if checkpoint is not None:
+        optimizer.load_state_dict(trainer_state["optimizer"])
+    trainable = DistributedDataParallel(model) if world_size > 1 else model
+
+    logger = RunLogger(
+        out, config.wandb_mode if is_main else "disabled", config.wandb_project, dataclasses.asdict(config), out.name, wandb_id
+    )
+    stop = _StopRequest()
+    frames_per_step = config.batch_size * config.episode_length * world_size
+    bar = tqdm(
+        total=config.steps, initial=start_step, desc=f"pretrain {config.model}", disable=not (progress and is_main), unit="step"
+    )
+    step, last_log, last_time, losses = start_step, start_step, time.perf_counter(), {}
+    try:
+        model.train()
+        while step < config.steps:
+            rng = _seed_step(config.seed, rank, step)
+            x = dataset.sample(config.batch_size, config.episode_length, config.mode, rng).to(device)
+            terms = trainable(x)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            step += 1
+            bar.update(1)
+
+            if step % config.log_every == 0 or step == config.steps:
+                now = time.perf_counter()
+                losses = {k: v.item() for k, v in terms.items()}
+                fps = (step - last_log) * frames_per_step / (now - last_time)
+                last_log, last_time = step, now
+                if is_main:
+                    logger.log(
+                        {**{f"train/{k}": v for k, v in losses.items()}, "train/lr": config.lr, "perf/frames_per_s": fps}, step
+                    )
+                    bar.set_postfix(loss=f"{losses['loss']:.2f}", fps=f"{fps:.0f}")
+            if is_main and config.image_every and (step % config.image_every == 0 or step == config.steps):
+                logger.log_images(_training_images(model, dataset, config), step)
+            if _stop_requested(stop, world_size, device):
+                break
+            if is_main and step % config.checkpoint_every == 0:
+                save_checkpoint(out, step, model, optimizer, config, logger.run_id, config.keep_checkpoints)
+        final = save_checkpoint(out, step, model, optimizer, config, logger.run_id, config.keep_checkpoints) if is_main else None
+        if is_main:
+            model.save(out / "model.safetensors")
+    finally:
+        bar.close()
+        stop.restore()
+
+    summary: dict[str, Any] = {
+        "step": step,
+        "interrupted": stop.signal is not None,
+        "losses": losses,
+        "checkpoint": str(final) if final else None,
+        "model": str(out / "model.safetensors"),
+        "wandb_run_dir": str(logger.run_dir) if logger.run_dir else None,
+        "world_size": world_size,
+    }
+    if is_main and config.evaluate and stop.signal is None:
+        summary["evaluation"] = _evaluate(model, config, out)
+    logger.finish()
+    if world_size > 1:
+        dist.destroy_process_group()
+    return summary
+
+
+def _stop_requested(stop: _StopRequest, world_size: int, device: torch.device) -> bool:
+    """True when any process received SIGINT/SIGTERM, so that all stop at the same step."""
+    if world_size == 1:
+        return stop.signal is not None
+    flag = torch.tensor([0.0 if stop.signal is None else 1.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() > 0 and stop.signal is None:
+        stop.signal = signal.SIGTERM
+    return flag.item() > 0
+
+
+def _training_images(model: MemoryMachine, dataset: FrameDataset, config: PretrainConfig) -> dict[str, np.ndarray]:
+    """Reconstructions and attractor trajectories of a fixed batch of training episodes, as image grids."""
+    rng = np.random.default_rng([config.seed, 1_000_003])
+    x = dataset.sample(4, config.episode_length, config.mode, rng).to(model.device)
+    model.eval()
+    try:
+        return training_figures(model, x, rng)
+    finally:
+        model.train()
+
+
+def _evaluate(model: MemoryMachine, config: PretrainConfig, out: Path) -> dict[str, Any]:
+    try:
+        test = FrameDataset(config.data, split="test", test_fraction=config.test_fraction)
+    except ValueError as error:
+        warnings.warn(f"no evaluation: {error}", stacklevel=2)
+        return {"skipped": str(error)}
+    return evaluate_models({config.model: model}, test.sample, out / "eval", EvaluationConfig(seed=config.seed))
