@@ -7,13 +7,14 @@ Public API::
 
 from episodic_memory.dkm import DynamicKanervaMachine
 from episodic_memory.km import KanervaMachine
-from episodic_memory.machine import MemoryMachine, load_machine, read_checkpoint_header
+from episodic_memory.machine import GenerativeMemory, MemoryMachine, load_machine, read_checkpoint_header
 from episodic_memory.memory import KanervaMemory, MemoryState
 from episodic_memory.online import OnlineMemory, StepReadout
 from episodic_memory.vae import VariationalAutoencoder
 
 __all__ = [
     "DynamicKanervaMachine",
+    "GenerativeMemory",
     "KanervaMachine",
     "KanervaMemory",
     "MemoryMachine",

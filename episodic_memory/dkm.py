@@ -17,14 +17,14 @@ from torch import nn
 
 from episodic_memory.coders import build_coders
 from episodic_memory.likelihoods import make_likelihood
-from episodic_memory.machine import MemoryMachine
+from episodic_memory.machine import GenerativeMemory
 from episodic_memory.memory import KanervaMemory, MemoryState
 from episodic_memory.preprocessing import ChannelOrder, InputSpec
 
 __all__ = ["DynamicKanervaMachine"]
 
 
-class DynamicKanervaMachine(MemoryMachine):
+class DynamicKanervaMachine(GenerativeMemory):
     """Generative memory with dynamic addressing and attractor dynamics.
 
     :param input_shape: one frame: ``(D,)`` for vectors (MLP coders), ``(H, W, C)`` or ``(C, H, W)``
@@ -105,10 +105,6 @@ class DynamicKanervaMachine(MemoryMachine):
         z = self.encode(x)
         return self.memory.write_sequential(self.memory.prior(z.shape[0]), z)
 
-    def retrieve(self, state: MemoryState, z: torch.Tensor, steps: int) -> torch.Tensor:
-        """Code-space attractor (cheap variant of §3.5): ``z [B, T, C] -> [B, T, C]`` after ``steps`` iterations."""
-        return self.memory.retrieve(state, z, steps)
-
     def _kl_w(self, mu_w: torch.Tensor) -> torch.Tensor:
         """``KL(N(μw, σw² I) || N(0, σw0² I))`` per item: ``[B, T, K] -> [B, T]``."""
         var_ratio = torch.exp(2 * self.log_w_std) / self.memory.w_prior_std**2
@@ -168,45 +164,3 @@ class DynamicKanervaMachine(MemoryMachine):
     # ----------------------------------------------------------------------------------------
     # Reading and attractor dynamics
     # ----------------------------------------------------------------------------------------
-    def reconstruct(self, state: MemoryState, x: torch.Tensor) -> torch.Tensor:
-        """Mean of ``p(x̂ | x, M)`` with the MAP weights ``w* = μw`` (eq. 13): ``[B, T, *input_shape]`` floats."""
-        self._check_batch(state, x)
-        B, T = x.shape[:2]
-        params, _ = self._energy_terms(state, self._frames_in(x), B, T)
-        return self._frames_out(self.likelihood.mean(params), B, T)
-
-    def energy(self, state: MemoryState, x: torch.Tensor) -> torch.Tensor:
-        """``E(x, μw(x)) = −ln p(x | μw, M) + KL(q(w) || p(w))`` (eq. 14), ``[B, T]``."""
-        self._check_batch(state, x)
-        B, T = x.shape[:2]
-        return self._energy_terms(state, self._frames_in(x), B, T)[1]
-
-    def attractor(self, state: MemoryState, x: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Attractor dynamics ``x_{n+1} = mode p(x | x_n, M)`` (§3.5) from ``x_0 = x``.
-
-        :param x: queries ``[B, T, *input_shape]`` (e.g. noisy frames or prior samples).
-        :param steps: iterations N.
-        :return: ``trajectory [N+1, B, T, *input_shape]`` (floats, ``x_0`` first) and
-            ``energies [N+1, B, T]`` (eq. 14 at each ``x_n``).
-        """
-        self._check_batch(state, x)
-        if not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-        B, T = x.shape[:2]
-        frames = self._frames_in(x)
-        trajectory, energies = [frames], []
-        for _ in range(steps):
-            params, energy = self._energy_terms(state, trajectory[-1], B, T)
-            energies.append(energy)
-            trajectory.append(self.likelihood.mode(params))
-        energies.append(self._energy_terms(state, trajectory[-1], B, T)[1])
-        return (
-            torch.stack([self._frames_out(f, B, T) for f in trajectory]),
-            torch.stack(energies),
-        )
-
-    def _check_batch(self, state: MemoryState, x: torch.Tensor) -> None:
-        if not isinstance(state, MemoryState):
-            raise TypeError(f"state must be a MemoryState, got {type(state).__name__}")
-        if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] != state.batch_size:
-            raise ValueError(f"x holds {x.shape[0]} episodes but state holds {state.batch_size} memories")

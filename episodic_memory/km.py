@@ -22,7 +22,7 @@ from torch import nn
 
 from episodic_memory.coders import build_coders
 from episodic_memory.likelihoods import make_likelihood
-from episodic_memory.machine import MemoryMachine
+from episodic_memory.machine import GenerativeMemory
 from episodic_memory.memory import KanervaMemory, MemoryState
 from episodic_memory.preprocessing import ChannelOrder, InputSpec
 
@@ -56,7 +56,7 @@ def _diagonal_normal(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, _MIN_STD + F.softplus(raw_std)
 
 
-class KanervaMachine(MemoryMachine):
+class KanervaMachine(GenerativeMemory):
     """Generative distributed memory with learned addresses (KM, ICLR 2018).
 
     :param input_shape: one frame: ``(D,)`` for vectors (MLP coders), ``(H, W, C)`` or ``(C, H, W)``
@@ -203,15 +203,6 @@ class KanervaMachine(MemoryMachine):
             z = mean_z + std_z * torch.randn_like(mean_z)  # z_t ~ q(z | x_t), eq. 8
         return self.memory.write(self.memory.prior(features.shape[0]), z, self._weights(y))  # KM eq. 9-11
 
-    def retrieve(self, state: MemoryState, z: torch.Tensor, steps: int) -> torch.Tensor:
-        """Code-space cleanup for the RL wrapper: ``z [B, T, C] -> [B, T, C]`` after ``steps`` iterations.
-
-        Delegates to :meth:`KanervaMemory.retrieve`: ridge addressing on this memory, i.e. the MAP
-        weights of a code under the linear Gaussian memory with ``p(w) = N(0, I)`` (DKM eq. 6), not
-        the learned KM addressing ``w = A f(y)``, which needs a frame rather than a code.
-        """
-        return self.memory.retrieve(state, z, steps)
-
     # ----------------------------------------------------------------------------------------
     # Training objective
     # ----------------------------------------------------------------------------------------
@@ -271,49 +262,3 @@ class KanervaMachine(MemoryMachine):
         params = self._decode(mean_z)
         nll = -self.likelihood.log_prob(params, frames).view(B, T)  # [B*T] -> [B, T]
         return params, nll + diagonal_normal_kl(mean_y, std_y, 0.0, 1.0) + self._kl_z(mean_z, std_z, mu_z)
-
-    def reconstruct(self, state: MemoryState, x: torch.Tensor) -> torch.Tensor:
-        """Mean of ``p(x | z̄)`` with ``ȳ``, ``z̄`` at their posterior means: ``[B, T, *input_shape]`` floats."""
-        self._check_batch(state, x)
-        B, T = x.shape[:2]
-        params, _ = self._energy_terms(state, self._frames_in(x), B, T)
-        return self._frames_out(self.likelihood.mean(params), B, T)
-
-    def energy(self, state: MemoryState, x: torch.Tensor) -> torch.Tensor:
-        """``−ln p(x | z̄) + KL(q(y | x) || p(y)) + KL(q(z | x, ȳ, M) || p(z | ȳ, M))`` at the means, ``[B, T]``."""
-        self._check_batch(state, x)
-        B, T = x.shape[:2]
-        return self._energy_terms(state, self._frames_in(x), B, T)[1]
-
-    def attractor(self, state: MemoryState, x: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Iterative reading (§3.5, App. G Algorithm 1) from ``x_0 = x``, deterministic.
-
-        Each iteration takes ``ȳ`` (mean of ``q(y | x_n)``), ``w = A f(ȳ)``, ``μz = wᵀR``,
-        ``z̄`` (mean of ``q(z | x_n, ȳ, M)``) and ``x_{n+1} = mode p(x | z̄)``.
-
-        :param x: queries ``[B, T, *input_shape]`` (e.g. noisy frames).
-        :param steps: iterations N.
-        :return: ``trajectory [N+1, B, T, *input_shape]`` (floats, ``x_0`` first) and
-            ``energies [N+1, B, T]`` (:meth:`energy` at each ``x_n``).
-        """
-        self._check_batch(state, x)
-        if not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-        B, T = x.shape[:2]
-        frames = self._frames_in(x)
-        trajectory, energies = [frames], []
-        for _ in range(steps):
-            params, energy = self._energy_terms(state, trajectory[-1], B, T)
-            energies.append(energy)
-            trajectory.append(self.likelihood.mode(params))
-        energies.append(self._energy_terms(state, trajectory[-1], B, T)[1])
-        return (
-            torch.stack([self._frames_out(f, B, T) for f in trajectory]),
-            torch.stack(energies),
-        )
-
-    def _check_batch(self, state: MemoryState, x: torch.Tensor) -> None:
-        if not isinstance(state, MemoryState):
-            raise TypeError(f"state must be a MemoryState, got {type(state).__name__}")
-        if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] != state.batch_size:
-            raise ValueError(f"x holds {x.shape[0]} episodes but state holds {state.batch_size} memories")

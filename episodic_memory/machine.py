@@ -17,10 +17,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from episodic_memory.memory import KanervaMemory
+from episodic_memory.likelihoods import Likelihood
+from episodic_memory.memory import KanervaMemory, MemoryState
 from episodic_memory.preprocessing import InputSpec
 
-__all__ = ["MemoryMachine", "load_machine", "read_checkpoint_header", "FORMAT_VERSION"]
+__all__ = ["GenerativeMemory", "MemoryMachine", "load_machine", "read_checkpoint_header", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _METADATA_KEY = "episodic_memory"
@@ -40,10 +41,11 @@ class MemoryMachine(nn.Module):
     input_spec: InputSpec
     config: dict[str, Any]
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.kind = cls.__name__
-        _REGISTRY[cls.kind] = cls
+        if not abstract:
+            _REGISTRY[cls.kind] = cls
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -160,6 +162,74 @@ class MemoryMachine(nn.Module):
                 loaded[name] = tensor
         model.load_state_dict(loaded)
         return model.to(map_location)
+
+
+class GenerativeMemory(MemoryMachine, abstract=True):
+    """A generative model around a :class:`KanervaMemory` (DKM, KM): reading and attractor dynamics.
+
+    Subclasses provide :meth:`write` and :meth:`_energy_terms`, the likelihood parameters of the
+    read-back frames and the energy of the queries; reading, energies and attractor iterations
+    follow from them.
+    """
+
+    likelihood: Likelihood
+
+    def write(self, x: torch.Tensor) -> MemoryState:
+        """Write episodes ``x [B, T, *input_shape]`` into fresh memories; returns their posterior."""
+        raise NotImplementedError
+
+    def _energy_terms(self, state: MemoryState, frames: torch.Tensor, B: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Likelihood parameters ``[B*T, *model_shape]`` of the frames read back for model frames
+        ``[B*T, *model_shape]``, and the energy of those frames ``[B, T]``."""
+        raise NotImplementedError
+
+    def reconstruct(self, state: MemoryState, x: torch.Tensor) -> torch.Tensor:
+        """Mean of the predictive distribution ``p(x̂ | x, M)`` (DKM eq. 13): ``[B, T, *input_shape]`` floats."""
+        self._check_batch(state, x)
+        B, T = x.shape[:2]
+        params, _ = self._energy_terms(state, self._frames_in(x), B, T)
+        return self._frames_out(self.likelihood.mean(params), B, T)
+
+    def energy(self, state: MemoryState, x: torch.Tensor) -> torch.Tensor:
+        """The energy of queries ``x [B, T, *input_shape]`` under the memories, ``[B, T]``."""
+        self._check_batch(state, x)
+        B, T = x.shape[:2]
+        return self._energy_terms(state, self._frames_in(x), B, T)[1]
+
+    def attractor(self, state: MemoryState, x: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attractor dynamics ``x_{n+1} = mode p(x | x_n, M)`` (DKM §3.5, KM App. G) from ``x_0 = x``.
+
+        :param x: queries ``[B, T, *input_shape]`` (e.g. noisy frames or prior samples).
+        :param steps: iterations N.
+        :return: ``trajectory [N+1, B, T, *input_shape]`` (floats, ``x_0`` first) and
+            ``energies [N+1, B, T]`` (:meth:`energy` at each ``x_n``).
+        """
+        self._check_batch(state, x)
+        if not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        B, T = x.shape[:2]
+        trajectory, energies = [self._frames_in(x)], []
+        for _ in range(steps):
+            params, energy = self._energy_terms(state, trajectory[-1], B, T)
+            energies.append(energy)
+            trajectory.append(self.likelihood.mode(params))
+        energies.append(self._energy_terms(state, trajectory[-1], B, T)[1])
+        return torch.stack([self._frames_out(f, B, T) for f in trajectory]), torch.stack(energies)
+
+    def retrieve(self, state: MemoryState, z: torch.Tensor, steps: int) -> torch.Tensor:
+        """Code-space attractor, the cheap variant used by the RL wrapper: ``z [B, T, C] -> [B, T, C]``.
+
+        Iterates ``z <- read(address(z))`` with the memory's ridge addressing (DKM eq. 6): the MAP
+        weights of a code under the linear Gaussian memory. For the KM this is not its learned
+        addressing ``w = A f(y)``, which needs a frame rather than a code.
+        """
+        return self.memory.retrieve(state, z, steps)
+
+    def _check_batch(self, state: MemoryState, x: torch.Tensor) -> None:
+        if not isinstance(state, MemoryState):
+            raise TypeError(f"state must be a MemoryState, got {type(state).__name__}")
+        if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] != state.batch_size:
+            raise ValueError(f"x holds {x.shape[0]} episodes but state holds {state.batch_size} memories")
 
 
 def read_checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:

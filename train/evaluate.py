@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -34,14 +34,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from episodic_memory.dkm import DynamicKanervaMachine
-from episodic_memory.machine import MemoryMachine
-from episodic_memory.memory import KanervaMemory, MemoryState
+from episodic_memory.machine import GenerativeMemory, MemoryMachine
+from episodic_memory.memory import MemoryState
 from episodic_memory.preprocessing import InputSpec
+from train.figures import image_grid
 
 __all__ = [
     "EpisodeSampler",
     "EvaluationConfig",
-    "MemoryModel",
     "NOISES",
     "capacity_curve",
     "conditional_nll",
@@ -65,21 +65,6 @@ class EpisodeSampler(Protocol):
 
         :return: uint8 episodes ``[B, T, *frame_shape]``.
         """
-        ...
-
-
-@runtime_checkable
-class MemoryModel(Protocol):
-    """What the memory evaluations use: the DKM and the KM have it, the VAE (no ``memory``) does not."""
-
-    memory: KanervaMemory
-
-    def write(self, x: torch.Tensor) -> MemoryState:
-        """Episodes ``[B, T, *input_shape]`` -> posterior memories ``q(M | x)`` of B memories."""
-        ...
-
-    def attractor(self, state: MemoryState, x: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Trajectory ``[N+1, B, T, *input_shape]`` and energies ``[N+1, B, T]`` from ``x_0 = x``."""
         ...
 
 
@@ -352,7 +337,7 @@ def evaluate_models(
         raise ValueError("evaluate_models needs at least one model, got an empty mapping")
     if "occlusion" in config.noises:
         for model in models.values():
-            if isinstance(model, MemoryModel) and model.input_spec.is_image:
+            if isinstance(model, GenerativeMemory) and model.input_spec.is_image:
                 _check_occlusion(model.input_spec, config.block)  # fail before any work
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -371,7 +356,7 @@ def evaluate_models(
             _episodes_per_batch(config.batch_size, config.max_frames_per_batch, T),
             config.seed,
         )
-        if isinstance(model, MemoryModel):
+        if isinstance(model, GenerativeMemory):
             entry["capacity"] = capacity_curve(
                 model,
                 sample,
@@ -585,9 +570,9 @@ def _plot_image_groups(
     """One mosaic per group: ``frames [rows, columns, *input_shape]``; columns ``labels`` then iterations."""
     mosaics = []
     for title, (frames, spec) in groups.items():
-        rows = [[_picture(frame, spec) for frame in row] for row in frames]
+        pictures = np.array([[_picture(frame, spec) for frame in row] for row in frames])  # [rows, columns, H, W, 3]
         columns = list(labels) + [str(first_iteration + n) for n in range(frames.shape[1] - len(labels))]
-        mosaics.append((title, _mosaic(rows), columns, frames.shape[0]))
+        mosaics.append((title, image_grid(pictures), columns, frames.shape[0]))
     width = max(4.0, min(16.0, 0.6 * max(len(columns) for _, _, columns, _ in mosaics)))
     fig = Figure(figsize=(width, sum(0.8 + 0.6 * n for *_, n in mosaics)), layout="constrained")
     axes = fig.subplots(len(mosaics), 1, squeeze=False)[:, 0]
@@ -614,22 +599,11 @@ def _picture(frame: torch.Tensor, spec: InputSpec) -> np.ndarray:
     return x.numpy()
 
 
-def _mosaic(rows: Sequence[Sequence[np.ndarray]], gap: int = 1) -> np.ndarray:
-    """Pictures ``[H, W, 3]`` in rows of equal length -> one picture with white gaps between them."""
-    H, W = rows[0][0].shape[:2]
-    out = np.ones((len(rows) * (H + gap) + gap, len(rows[0]) * (W + gap) + gap, 3))
-    for i, row in enumerate(rows):
-        for j, picture in enumerate(row):
-            top, left = gap + i * (H + gap), gap + j * (W + gap)
-            out[top : top + H, left : left + W] = picture
-    return out
-
-
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
-def _require_memory(model: MemoryMachine, caller: str) -> MemoryModel:
-    if not isinstance(model, MemoryModel):
+def _require_memory(model: MemoryMachine, caller: str) -> GenerativeMemory:
+    if not isinstance(model, GenerativeMemory):
         raise TypeError(
             f"{caller} needs a model with a memory (write, attractor), such as a DynamicKanervaMachine or a KanervaMachine; "
             f"got a {type(model).__name__}"
