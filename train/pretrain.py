@@ -35,8 +35,8 @@ from tqdm import tqdm
 from envs.dataset import FrameDataset
 from episodic_memory import DynamicKanervaMachine, KanervaMachine, MemoryMachine, VariationalAutoencoder
 from train.config import field
-from train.evaluate import EvaluationConfig, evaluate_models
-from train.figures import training_figures
+from train.evaluate import EvaluationConfig, evaluate_models, sample_and_refine
+from train.figures import image_grid, training_figures
 from train.tracking import RunLogger
 
 __all__ = ["PretrainConfig", "pretrain", "build_model", "latest_checkpoint", "resolve_device"]
@@ -329,12 +329,17 @@ def _stop_requested(stop: _StopRequest, world_size: int, device: torch.device) -
 
 
 def _training_images(model: MemoryMachine, dataset: FrameDataset, config: PretrainConfig) -> dict[str, np.ndarray]:
-    """Reconstructions and attractor trajectories of a fixed batch of training episodes, as image grids."""
+    """Reconstructions, attractor trajectories and (DKM) prior samples refined by the attractor, as image grids."""
     rng = np.random.default_rng([config.seed, 1_000_003])
     x = dataset.sample(4, config.episode_length, config.mode, rng).to(model.device)
     model.eval()
     try:
-        return training_figures(model, x, rng)
+        figures = training_figures(model, x, rng)
+        if isinstance(model, DynamicKanervaMachine):
+            with torch.no_grad():
+                trajectory, _ = sample_and_refine(model, model.write(x[:1]), num_samples=6, steps=8, rng=rng)  # [N+1, 1, S, ...]
+            figures["images/prior_samples"] = image_grid(trajectory[:, 0].transpose(0, 1))  # a row per sample
+        return figures
     finally:
         model.train()
 
