@@ -1,15 +1,15 @@
 """Batched linear algebra for symmetric positive-definite (SPD) systems.
 
-Shapes: ``A`` is ``[..., N, N]`` (any number of leading batch dimensions), right-hand
-sides are ``[..., N, M]``. The Cholesky factor ``L`` (lower triangular, ``A = L L^T``) is
-the one canonical factor: solves reuse it instead of inverting ``A``.
+Shapes: ``A`` is ``[..., N, N]`` (any number of leading batch dimensions). The Cholesky factor
+``L`` (lower triangular, ``A = L L^T``) is the one canonical factor: solves reuse it
+(``torch.cholesky_solve``) instead of inverting ``A``.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["safe_cholesky", "spd_solve", "symmetrize"]
+__all__ = ["safe_cholesky", "symmetrize"]
 
 _JITTERS = (1e-6, 1e-5, 1e-4, 1e-3)
 
@@ -51,8 +51,3 @@ def safe_cholesky(A: torch.Tensor) -> torch.Tensor:
             f"safe_cholesky: the matrix is not positive definite even with a jitter of {_JITTERS[-1]} times its mean diagonal"
         )
     return L64.to(A.dtype)
-
-
-def spd_solve(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """Solve ``A X = B`` for SPD ``A [..., N, N]`` and ``B [..., N, M]``; returns ``X [..., N, M]``."""
-    return torch.cholesky_solve(B, safe_cholesky(A))

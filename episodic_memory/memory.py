@@ -52,9 +52,6 @@ class MemoryState(NamedTuple):
     def code_size(self) -> int:
         return self.mean.shape[2]
 
-    def detach(self) -> MemoryState:
-        return MemoryState(self.mean.detach(), self.cov.detach())
-
 
 def matrix_normal_kl(q: MemoryState, p: MemoryState) -> torch.Tensor:
     """Exact ``KL(MN(R, U, I) || MN(R0, U0, I))`` for each of the B memories, ``[B]``.

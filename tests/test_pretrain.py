@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,15 @@ def tiny(dataset: Path, out: Path, **changes) -> PretrainConfig:
     return replace(config, **changes)
 
 
+def flags(config: PretrainConfig) -> list[str]:
+    """The command-line flags that give ``config``."""
+    return [
+        item
+        for name, value in asdict(config).items()
+        for item in (f"--{name.replace('_', '-')}", str(value).lower() if isinstance(value, bool) else str(value))
+    ]
+
+
 def logged_losses(out: Path) -> dict[int, float]:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["train/loss"] for r in records}
@@ -97,42 +106,7 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(dataset, tmp
 
 def test_sigint_saves_a_checkpoint_and_the_run_resumes(dataset, tmp_path):
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "train.cli",
-        "pretrain",
-        "--data",
-        str(dataset),
-        "--out",
-        str(out),
-        "--code-size",
-        "8",
-        "--num-slots",
-        "4",
-        "--hidden-channels",
-        "4",
-        "--episode-length",
-        "4",
-        "--batch-size",
-        "2",
-        "--steps",
-        "100000",
-        "--lr",
-        "1e-3",
-        "--log-every",
-        "1",
-        "--checkpoint-every",
-        "100000",
-        "--image-every",
-        "0",
-        "--evaluate",
-        "false",
-        "--wandb-mode",
-        "disabled",
-        "--test-fraction",
-        "0.25",
-    ]
+    cmd = [sys.executable, "-m", "train.cli", "pretrain", *flags(tiny(dataset, out, steps=100_000, checkpoint_every=100_000))]
     process = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while time.time() < deadline and not (
@@ -152,6 +126,7 @@ def test_sigint_saves_a_checkpoint_and_the_run_resumes(dataset, tmp_path):
 
 def test_torchrun_ddp_averages_gradients_across_two_processes(dataset, tmp_path):
     out = tmp_path / "ddp"
+    config = tiny(dataset, out, steps=1, grad_clip=0.0)
     cmd = [
         sys.executable,
         "-m",
@@ -161,34 +136,7 @@ def test_torchrun_ddp_averages_gradients_across_two_processes(dataset, tmp_path)
         "-m",
         "train.cli",
         "pretrain",
-        "--data",
-        str(dataset),
-        "--out",
-        str(out),
-        "--code-size",
-        "8",
-        "--num-slots",
-        "4",
-        "--hidden-channels",
-        "4",
-        "--episode-length",
-        "4",
-        "--batch-size",
-        "2",
-        "--steps",
-        "1",
-        "--lr",
-        "1e-3",
-        "--grad-clip",
-        "0",
-        "--image-every",
-        "0",
-        "--evaluate",
-        "false",
-        "--wandb-mode",
-        "disabled",
-        "--test-fraction",
-        "0.25",
+        *flags(config),
     ]
     result = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, timeout=300)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
@@ -197,7 +145,6 @@ def test_torchrun_ddp_averages_gradients_across_two_processes(dataset, tmp_path)
     # One Adam step on the mean of the two processes' gradients, computed here by hand.
     from envs.dataset import FrameDataset
 
-    config = tiny(dataset, tmp_path / "unused", steps=1, grad_clip=0.0)
     data = FrameDataset(config.data, split="train", test_fraction=config.test_fraction)
     torch.manual_seed(config.seed)
     model = build_model(config, data.frame_shape)
@@ -210,10 +157,19 @@ def test_torchrun_ddp_averages_gradients_across_two_processes(dataset, tmp_path)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     for p, g0, g1 in zip(model.parameters(), *grads, strict=True):
         p.grad = (g0 + g1) / 2
+    averaged = dict(
+        zip((name for name, _ in model.named_parameters()), (p.grad.clone() for p in model.parameters()), strict=True)
+    )
     optimizer.step()
     single = model.state_dict()
+    # Adam's first step is about lr * g / (|g| + eps): where the two ranks' gradients cancel to
+    # rounding level its sign is arbitrary, so compare where the averaged gradient is well defined.
+    compared = total = 0
     for name, tensor in ddp.state_dict().items():
-        torch.testing.assert_close(tensor, single[name], rtol=1e-5, atol=1e-6, msg=name)
+        defined = averaged[name].abs() > 1e-6
+        torch.testing.assert_close(tensor[defined], single[name][defined], rtol=1e-5, atol=1e-6, msg=name)
+        compared, total = compared + int(defined.sum()), total + defined.numel()
+    assert compared > total // 2
 
 
 def test_wandb_offline_writes_a_run_directory(dataset, tmp_path):
