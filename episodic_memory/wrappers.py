@@ -1,0 +1,119 @@
+"""Gymnasium wrapper that gives an agent an episodic memory of what it has seen.
+
+Every episode starts from the memory prior; at every step the observation is encoded, read-outs
+are computed from the memory before it is written, then it is written (see
+:mod:`episodic_memory.readouts`). Reads are deterministic (posterior means), so seeded resets
+repeat exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from episodic_memory.machine import GenerativeMemory
+from episodic_memory.readouts import READOUTS, EpisodicMemoryCore, Readout, resolve_machine
+
+__all__ = ["EpisodicMemoryWrapper", "memory_observation_space"]
+
+
+def memory_observation_space(
+    observation_space: gymnasium.Space, core: EpisodicMemoryCore, obs_key: str | None
+) -> tuple[spaces.Dict, spaces.Box]:
+    """The wrapped ``Dict`` space and the space of the frames the memory reads.
+
+    A ``Box`` observation becomes ``{"observation": box, **read-outs}``; a ``Dict`` observation keeps
+    its keys and gains the read-outs, its frames being ``obs[obs_key]``.
+
+    :raises ValueError: when the frames do not match the machine's input shape or dtype, or keys clash.
+    """
+    if isinstance(observation_space, spaces.Dict):
+        if obs_key is None or obs_key not in observation_space.spaces:
+            raise ValueError(
+                f"Dict observations need obs_key naming the frames the memory reads; expected one of "
+                f"{sorted(observation_space.spaces)}, actual value: {obs_key!r}"
+            )
+        base, frames = dict(observation_space.spaces), observation_space.spaces[obs_key]
+    else:
+        if obs_key is not None:
+            raise ValueError(f"obs_key={obs_key!r} is only for Dict observations, the observation space is {observation_space}")
+        base, frames = {"observation": observation_space}, observation_space
+    if not isinstance(frames, spaces.Box):
+        raise ValueError(f"the memory reads Box frames, got {frames}")
+    expected = tuple(core.machine.input_shape)
+    if tuple(frames.shape) != expected:
+        raise ValueError(
+            f"observation frames of shape {tuple(frames.shape)} do not fit the memory's machine, which expects {expected}; "
+            "train (or load) a machine for this frame shape"
+        )
+    if frames.dtype != np.uint8 and not np.issubdtype(frames.dtype, np.floating):
+        raise ValueError(f"the memory reads uint8 or floating point frames, got dtype {frames.dtype}")
+    clash = sorted(set(base) & set(core.readouts))
+    if clash:
+        raise ValueError(f"observation keys {clash} clash with the memory read-outs; rename them first")
+    readouts = {name: spaces.Box(-np.inf, np.inf, shape, np.float32) for name, shape in core.shapes().items()}
+    return spaces.Dict({**base, **readouts}), frames
+
+
+class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructorArgs):
+    """Adds episodic-memory read-outs to the observations of one environment.
+
+    :param env: the environment; its observations (or ``obs[obs_key]``) are frames of the
+        machine's ``input_shape``.
+    :param machine: a trained (or freshly built) DKM or KM, or the path of its checkpoint.
+    :param readouts: any of ``"retrieval"`` (C floats), ``"novelty"`` (1 float), ``"memory"`` (K x C).
+    :param attractor_steps: code-space attractor iterations of ``retrieval``.
+    :param obs_key: the key of the frames for ``Dict`` observations.
+    :param device: where the memory runs.
+
+    Example::
+
+        env = EpisodicMemoryWrapper(make_frame_env("MiniGrid-MemoryS7-v0"), "runs/dkm/model.safetensors")
+        obs, info = env.reset(seed=0)
+        obs["observation"].shape, obs["retrieval"].shape, obs["novelty"].shape, obs["memory"].shape
+        # ((32, 32, 3), (100,), (1,), (32, 100))
+    """
+
+    def __init__(
+        self,
+        env: gymnasium.Env,
+        machine: GenerativeMemory | str | os.PathLike[str],
+        readouts: Sequence[Readout] = READOUTS,
+        attractor_steps: int = 5,
+        obs_key: str | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        gymnasium.utils.RecordConstructorArgs.__init__(
+            self, machine=machine, readouts=readouts, attractor_steps=attractor_steps, obs_key=obs_key, device=device
+        )
+        gymnasium.Wrapper.__init__(self, env)
+        self.core = EpisodicMemoryCore(resolve_machine(machine, device), 1, readouts, attractor_steps)
+        self.obs_key = obs_key
+        self.last_step_seconds = 0.0  # wall time of the latest memory step (encode, read-outs, write)
+        self.observation_space, _ = memory_observation_space(env.observation_space, self.core, obs_key)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.core.reset()
+        return self._observe(obs, info)
+
+    def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        obs, info = self._observe(obs, info)
+        return obs, reward, terminated, truncated, info
+
+    def _observe(self, obs: Any, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        frame = obs[self.obs_key] if self.obs_key is not None else obs
+        start = time.perf_counter()
+        readouts = self.core.step(np.asarray(frame)[None])
+        self.last_step_seconds = time.perf_counter() - start  # not in info: info must repeat exactly under a seed
+        stats = {"novelty": float(readouts["novelty"][0, 0])} if "novelty" in readouts else {}
+        base = dict(obs) if self.obs_key is not None else {"observation": obs}
+        return {**base, **{name: value[0] for name, value in readouts.items()}}, {**info, "episodic_memory": stats}
