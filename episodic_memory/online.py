@@ -141,20 +141,25 @@ class OnlineMemory:
         self._write(z[:, None], w)
 
     @torch.no_grad()
-    def step(self, z: torch.Tensor, attractor_steps: int) -> StepReadout:
-        """Read-outs of codes ``z [B, C]`` from the memories as they are, then write them.
-
-        One address serves both the first attractor iteration and the write.
-        """
+    def peek(self, z: torch.Tensor, attractor_steps: int) -> StepReadout:
+        """Read-outs of codes ``z [B, C]`` from the memories as they are, without writing."""
         self._check_codes(z)
         if not isinstance(attractor_steps, int) or attractor_steps < 1:
             raise ValueError(f"attractor_steps must be a positive int, got {attractor_steps!r}")
-        z = z[:, None]  # [B, 1, C]
-        w = self._address(z)  # DKM eq. 6 [B, 1, K]
+        w = self._address(z[:, None])  # DKM eq. 6 [B, 1, K]
         read = w @ self.R  # [B, 1, C]
         retrieval = read if attractor_steps == 1 else self._iterate(w, attractor_steps - 1) @ self.R
-        self._write(z, w, read)
         return StepReadout(w[:, 0], read[:, 0], retrieval[:, 0])
+
+    @torch.no_grad()
+    def step(self, z: torch.Tensor, attractor_steps: int) -> StepReadout:
+        """Read-outs of codes ``z [B, C]`` from the memories as they are (:meth:`peek`), then write them.
+
+        One address serves both the first attractor iteration and the write.
+        """
+        readout = self.peek(z, attractor_steps)
+        self._write(z[:, None], readout.weights[:, None], readout.read[:, None])
+        return readout
 
     def refresh(self) -> None:
         """Recompute ``(R Rᵀ + λI)⁻¹`` exactly (done automatically every ``refresh_every`` writes)."""

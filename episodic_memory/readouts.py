@@ -70,7 +70,6 @@ class EpisodicMemoryCore:
         self.readouts = tuple(readouts)
         self.attractor_steps = attractor_steps
         self.online = OnlineMemory(machine.memory, batch_size)
-        self.last_code: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -91,17 +90,17 @@ class EpisodicMemoryCore:
         return self.machine.encode(x.to(self.machine.device)[:, None])[:, 0]  # [B, 1, ...] -> [B, C]
 
     @torch.no_grad()
-    def step(self, observations: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+    def step(self, observations: np.ndarray | torch.Tensor, write: bool = True) -> dict[str, np.ndarray]:
         """Read-outs of ``observations [B, *input_shape]`` from the memories as they are, then write them.
 
+        :param write: False to only read (e.g. the last observation of an episode that just ended).
         :return: float32 arrays ``{name: [B, *shape]}`` for the selected read-outs.
         """
         z = self.encode(observations)  # [B, C]
         out: dict[str, torch.Tensor] = {}
         if "memory" in self.readouts:
             out["memory"] = self.online.R.clone()  # before the write, like every read-out [B, K, C]
-        readout = self.online.step(z, self.attractor_steps)
-        self.last_code = z
+        readout = (self.online.step if write else self.online.peek)(z, self.attractor_steps)
         if "retrieval" in self.readouts:
             out["retrieval"] = readout.retrieval
         if "novelty" in self.readouts:

@@ -1,0 +1,91 @@
+"""Stable-Baselines3 VecEnv wrapper: one batched memory step for all sub-environments.
+
+This module imports stable-baselines3 (the rest of :mod:`episodic_memory` needs only torch, numpy
+and gymnasium); import it as ``from episodic_memory.vec_env import VecEpisodicMemory``.
+
+SB3 vectorised environments reset a finished sub-environment inside ``step``: the observation
+they return for it is the first of the next episode, and the last observation of the finished one
+is in ``infos[i]["terminal_observation"]``. This wrapper reads that terminal observation from the
+finished episode's memory (read-outs only, no write), then returns exactly those memories to the
+prior, and writes the new episode's first observation into its fresh memory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+
+from episodic_memory.machine import GenerativeMemory
+from episodic_memory.readouts import READOUTS, EpisodicMemoryCore, Readout, resolve_machine
+from episodic_memory.wrappers import memory_observation_space
+
+__all__ = ["VecEpisodicMemory"]
+
+
+class VecEpisodicMemory(VecEnvWrapper):
+    """Adds episodic-memory read-outs to the observations of every sub-environment of ``venv``.
+
+    Same parameters as :class:`~episodic_memory.wrappers.EpisodicMemoryWrapper`; the memories of
+    the ``venv.num_envs`` sub-environments are stepped together in one batched call.
+    """
+
+    def __init__(
+        self,
+        venv: VecEnv,
+        machine: GenerativeMemory | str | os.PathLike[str],
+        readouts: Sequence[Readout] = READOUTS,
+        attractor_steps: int = 5,
+        obs_key: str | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.core = EpisodicMemoryCore(resolve_machine(machine, device), venv.num_envs, readouts, attractor_steps)
+        self.obs_key = obs_key
+        self.last_step_seconds = 0.0  # wall time of the latest batched memory step
+        observation_space, _ = memory_observation_space(venv.observation_space, self.core, obs_key)
+        super().__init__(venv, observation_space=observation_space)
+
+    def reset(self) -> VecEnvObs:
+        obs = self.venv.reset()
+        self.core.reset()
+        return self._observe(obs, write=True)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        start = time.perf_counter()
+        done = np.asarray(dones, dtype=bool)
+        if done.any():
+            self._transform_terminal_observations(obs, done, infos)
+            self.core.reset(done)
+        augmented = self._observe(obs, write=True)
+        self.last_step_seconds = time.perf_counter() - start
+        return augmented, rewards, dones, infos
+
+    def _frames(self, obs: VecEnvObs) -> np.ndarray:
+        return np.asarray(obs[self.obs_key] if self.obs_key is not None else obs)
+
+    def _observe(self, obs: VecEnvObs, write: bool) -> dict[str, np.ndarray]:
+        readouts = self.core.step(self._frames(obs), write=write)
+        base = dict(obs) if self.obs_key is not None else {"observation": obs}
+        return {**base, **readouts}
+
+    def _transform_terminal_observations(self, obs: VecEnvObs, done: np.ndarray, infos: list[dict[str, Any]]) -> None:
+        """Replace each finished sub-environment's ``terminal_observation`` by its wrapped form, read from its old memory."""
+        finished = [i for i in np.flatnonzero(done) if "terminal_observation" in infos[i]]
+        if not finished:
+            return
+        frames = self._frames(obs).copy()  # rows of unfinished sub-environments are read and discarded
+        for i in finished:
+            terminal = infos[i]["terminal_observation"]
+            frames[i] = terminal[self.obs_key] if self.obs_key is not None else terminal
+        readouts = self.core.step(frames, write=False)
+        for i in finished:
+            terminal = infos[i]["terminal_observation"]
+            base = dict(terminal) if self.obs_key is not None else {"observation": terminal}
+            infos[i]["terminal_observation"] = {**base, **{name: value[i] for name, value in readouts.items()}}

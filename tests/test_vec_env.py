@@ -1,0 +1,81 @@
+"""VecEpisodicMemory under SB3 auto-reset: per-environment memories, exact resets, terminal observations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from envs.mazes import make_frame_env
+from episodic_memory import DynamicKanervaMachine
+from episodic_memory.vec_env import VecEpisodicMemory
+
+FRAME = 16
+MAX_STEPS = (3, 4, 6)  # episodes end at different steps in the three sub-environments
+
+
+@pytest.fixture(scope="module")
+def dkm() -> DynamicKanervaMachine:
+    torch.manual_seed(0)
+    return DynamicKanervaMachine((FRAME, FRAME, 3), code_size=12, num_slots=6, likelihood="gaussian", hidden_channels=4).eval()
+
+
+def make_venv() -> DummyVecEnv:
+    return DummyVecEnv([lambda n=n: make_frame_env("MiniGrid-MemoryS7-v0", frame_size=FRAME, max_steps=n) for n in MAX_STEPS])
+
+
+def test_each_memory_follows_its_own_episode_and_resets_exactly(dkm):
+    venv = VecEpisodicMemory(make_venv(), dkm, attractor_steps=3)
+    venv.seed(0)
+    memory = dkm.memory
+    obs = venv.reset()
+    states = [memory.prior(1) for _ in MAX_STEPS]
+    rng = np.random.default_rng(0)
+    resets = 0
+    with torch.no_grad():
+        for _ in range(13):
+            codes = []
+            for i, state in enumerate(states):
+                np.testing.assert_allclose(obs["memory"][i], state.mean[0].numpy(), rtol=1e-4, atol=1e-5)
+                z = dkm.encode(torch.as_tensor(obs["observation"][i])[None, None])
+                np.testing.assert_allclose(obs["retrieval"][i], memory.retrieve(state, z, 3)[0, 0].numpy(), rtol=1e-4, atol=1e-5)
+                codes.append(z)
+            states = [memory.write_sequential(state, z) for state, z in zip(states, codes, strict=True)]
+            obs, _, dones, infos = venv.step(rng.integers(0, 3, size=len(MAX_STEPS)))
+            for i in np.flatnonzero(dones):
+                terminal = infos[i]["terminal_observation"]
+                assert set(terminal) == {"observation", "retrieval", "novelty", "memory"}
+                np.testing.assert_allclose(terminal["memory"], states[i].mean[0].numpy(), rtol=1e-4, atol=1e-5)  # the old memory
+                states[i] = memory.prior(1)  # and env i alone starts again from the prior
+                np.testing.assert_array_equal(obs["memory"][i], memory.prior_mean.numpy())
+                resets += 1
+    assert resets >= 4
+
+
+def test_observations_lie_in_the_declared_space(dkm):
+    venv = VecEpisodicMemory(make_venv(), dkm, readouts=("retrieval", "novelty"))
+    obs = venv.reset()
+    for _ in range(5):
+        for i in range(venv.num_envs):
+            assert venv.observation_space.contains({key: value[i] for key, value in obs.items()})
+        obs, *_ = venv.step(np.full(venv.num_envs, 2))
+
+
+def test_batched_equals_one_wrapper_per_environment(dkm):
+    from episodic_memory.wrappers import EpisodicMemoryWrapper
+
+    venv = VecEpisodicMemory(make_venv(), dkm)
+    venv.seed(5)
+    batched = [venv.reset()]
+    actions = np.random.default_rng(1).integers(0, 3, size=(7, len(MAX_STEPS)))
+    for a in actions:
+        batched.append(venv.step(a)[0])
+    for i, n in enumerate(MAX_STEPS):
+        env = EpisodicMemoryWrapper(make_frame_env("MiniGrid-MemoryS7-v0", frame_size=FRAME, max_steps=n), dkm)
+        obs, _ = env.reset(seed=5 + i)
+        for t, a in enumerate(actions):
+            np.testing.assert_allclose(batched[t]["retrieval"][i], obs["retrieval"], rtol=1e-4, atol=1e-5)
+            obs, _, terminated, truncated, _ = env.step(a[i])
+            if terminated or truncated:
+                break
