@@ -21,7 +21,7 @@ from gymnasium import spaces
 from episodic_memory.machine import GenerativeMemory
 from episodic_memory.readouts import READOUTS, EpisodicMemoryCore, Readout, resolve_machine
 
-__all__ = ["EpisodicMemoryWrapper", "memory_observation_space"]
+__all__ = ["EpisodicMemoryVectorWrapper", "EpisodicMemoryWrapper", "memory_observation_space"]
 
 
 def memory_observation_space(
@@ -117,3 +117,57 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
         stats = {"novelty": float(readouts["novelty"][0, 0])} if "novelty" in readouts else {}
         base = dict(obs) if self.obs_key is not None else {"observation": obs}
         return {**base, **{name: value[0] for name, value in readouts.items()}}, {**info, "episodic_memory": stats}
+
+
+class EpisodicMemoryVectorWrapper(gymnasium.vector.VectorWrapper):
+    """Adds episodic-memory read-outs to a Gymnasium vector environment with next-step auto-reset.
+
+    Under ``AutoresetMode.NEXT_STEP`` (Gymnasium's default), a sub-environment whose episode ended
+    on step t returns the first observation of its next episode on step t + 1. That observation
+    starts a fresh memory (the prior) and is never written into the old one. Same parameters as
+    :class:`EpisodicMemoryWrapper`; all memories are stepped in one batched call.
+    """
+
+    def __init__(
+        self,
+        env: gymnasium.vector.VectorEnv,
+        machine: GenerativeMemory | str | os.PathLike[str],
+        readouts: Sequence[Readout] = READOUTS,
+        attractor_steps: int = 5,
+        obs_key: str | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__(env)
+        mode = env.metadata.get("autoreset_mode", gymnasium.vector.AutoresetMode.NEXT_STEP)
+        if mode != gymnasium.vector.AutoresetMode.NEXT_STEP:
+            raise ValueError(f"EpisodicMemoryVectorWrapper needs autoreset_mode=NEXT_STEP, the vector environment uses {mode}")
+        self.core = EpisodicMemoryCore(resolve_machine(machine, device), env.num_envs, readouts, attractor_steps)
+        self.obs_key = obs_key
+        self.single_observation_space, _ = memory_observation_space(env.single_observation_space, self.core, obs_key)
+        self.observation_space = gymnasium.vector.utils.batch_space(self.single_observation_space, env.num_envs)
+        self._starts_episode = np.zeros(env.num_envs, dtype=bool)
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        if options and "reset_mask" in options:
+            raise ValueError(
+                "EpisodicMemoryVectorWrapper does not support partial resets (options['reset_mask']); reset all sub-environments"
+            )
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.core.reset()
+        self._starts_episode[:] = False
+        return self._observe(obs), info
+
+    def step(self, actions: Any) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        obs, rewards, terminations, truncations, info = self.env.step(actions)
+        if self._starts_episode.any():
+            self.core.reset(self._starts_episode)  # these observations are the first of new episodes
+        augmented = self._observe(obs)
+        self._starts_episode = np.logical_or(terminations, truncations)
+        return augmented, rewards, terminations, truncations, info
+
+    def _observe(self, obs: Any) -> dict[str, Any]:
+        readouts = self.core.step(np.asarray(obs[self.obs_key] if self.obs_key is not None else obs))
+        base = dict(obs) if self.obs_key is not None else {"observation": obs}
+        return {**base, **readouts}

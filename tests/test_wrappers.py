@@ -146,3 +146,39 @@ class TestBadInput:
         env = EpisodicMemoryWrapper(NaNFrames(frame_env()), dkm)
         with pytest.raises(ValueError, match="observations hold NaN or inf values"):
             env.reset(seed=0)
+
+
+def test_vector_wrapper_next_step_autoreset_starts_fresh_memories(dkm):
+    from episodic_memory.wrappers import EpisodicMemoryVectorWrapper
+
+    max_steps = (3, 5)
+    venv = gymnasium.vector.SyncVectorEnv(
+        [lambda n=n: make_frame_env("MiniGrid-MemoryS7-v0", frame_size=FRAME, max_steps=n) for n in max_steps]
+    )
+    env = EpisodicMemoryVectorWrapper(venv, dkm, attractor_steps=2)
+    memory = dkm.memory
+    obs, _ = env.reset(seed=0)
+    states = [memory.prior(1) for _ in max_steps]
+    starts = ended = np.zeros(len(max_steps), dtype=bool)
+    fresh = 0
+    with torch.no_grad():
+        for _ in range(12):
+            for i in range(len(max_steps)):
+                if starts[i]:  # the reset observation of the next step: a new episode's first frame
+                    states[i] = memory.prior(1)
+                    fresh += 1
+                np.testing.assert_allclose(obs["memory"][i], states[i].mean[0].numpy(), rtol=1e-4, atol=1e-5)
+                z = dkm.encode(torch.as_tensor(obs["observation"][i])[None, None])
+                states[i] = memory.write_sequential(states[i], z)
+            assert env.observation_space.contains(obs)
+            obs, _, terminated, truncated, _ = env.step(np.full(len(max_steps), 2))
+            starts, ended = ended, terminated | truncated  # an episode's end comes with its last frame; the reset frame follows
+    assert fresh >= 3
+
+
+def test_vector_wrapper_refuses_same_step_autoreset(dkm):
+    from episodic_memory.wrappers import EpisodicMemoryVectorWrapper
+
+    venv = gymnasium.vector.SyncVectorEnv([frame_env], autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)
+    with pytest.raises(ValueError, match="needs autoreset_mode=NEXT_STEP"):
+        EpisodicMemoryVectorWrapper(venv, dkm)
