@@ -1,0 +1,126 @@
+"""A Stable-Baselines3 features extractor for observations with episodic-memory read-outs.
+
+Observations are ``Dict`` spaces as the episodic-memory wrappers make them: the environment's own
+keys (images, vectors) plus ``retrieval [C]``, ``novelty [1]`` and ``memory [K, C]``. Shapes below
+are per batch of N observations, after SB3's preprocessing (uint8 images scaled to [0, 1] and, for
+image spaces, transposed to channels-first by ``VecTransposeImage``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+__all__ = ["MemoryFeaturesExtractor", "SmallImageCNN", "MemoryAttention"]
+
+MEMORY_KEY = "memory"
+
+
+class SmallImageCNN(nn.Module):
+    """``[N, C, H, W] -> [N, features_dim]`` for images of any size down to 3x3 (NatureCNN needs 36x36).
+
+    3x3 convolutions; each halves the resolution with stride 2 while the map is at least 8 pixels
+    wide, so 7x7 MiniGrid views keep their resolution and 64x64 frames are reduced to 8x8.
+    """
+
+    def __init__(
+        self, channels: int, height: int, width: int, features_dim: int, hidden_channels: int = 32, num_layers: int = 3
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(num_layers):
+            stride = 2 if min(height, width) >= 8 else 1
+            layers += [
+                nn.Conv2d(channels if i == 0 else hidden_channels, hidden_channels, 3, stride=stride, padding=1),
+                nn.ReLU(),
+            ]
+            height, width = math.ceil(height / stride), math.ceil(width / stride)
+        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(hidden_channels * height * width, features_dim), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class MemoryAttention(nn.Module):
+    """Attention over the K rows of a memory, queried by the current observation's features.
+
+    ``query [N, Q]`` and ``memory [N, K, C]`` -> ``[N, attention_dim]``:
+    ``softmax(q kᵀ / √d) v`` with ``q = W_q query``, ``k = W_k memory``, ``v = W_v memory``.
+    """
+
+    def __init__(self, query_dim: int, code_size: int, attention_dim: int = 64) -> None:
+        super().__init__()
+        self.query = nn.Linear(query_dim, attention_dim)
+        self.key = nn.Linear(code_size, attention_dim)
+        self.value = nn.Linear(code_size, attention_dim)
+        self.scale = 1.0 / math.sqrt(attention_dim)
+
+    def forward(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        q = self.query(query)[:, None]  # [N, 1, d]
+        k, v = self.key(memory), self.value(memory)  # [N, K, d]
+        weights = torch.softmax((q * k).sum(-1) * self.scale, dim=-1)  # [N, K]
+        return (weights[..., None] * v).sum(1)  # [N, d]
+
+
+class MemoryFeaturesExtractor(BaseFeaturesExtractor):
+    """Features of episodic-memory observations for SB3 policies (``MultiInputPolicy``, ``MultiInputLstmPolicy``).
+
+    - image keys (3-D boxes): :class:`SmallImageCNN`, ``cnn_features`` each;
+    - other keys except ``memory`` (vectors such as ``retrieval`` and ``novelty``, discrete keys
+      one-hot encoded by SB3): flattened, concatenated and passed through an MLP of ``mlp_features``;
+    - ``memory [K, C]``: :class:`MemoryAttention` queried by the features above, ``attention_dim``.
+
+    ``features_dim`` is the sum of the parts.
+
+    :param observation_space: the (preprocessed, channels-first for images) Dict space.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        cnn_features: int = 128,
+        cnn_channels: int = 32,
+        mlp_features: int = 64,
+        attention_dim: int = 64,
+    ) -> None:
+        if not isinstance(observation_space, spaces.Dict):
+            raise ValueError(f"MemoryFeaturesExtractor needs Dict observations, got {observation_space}")
+        image_keys = [
+            k for k, s in observation_space.spaces.items() if k != MEMORY_KEY and isinstance(s, spaces.Box) and len(s.shape) == 3
+        ]
+        flat_keys = [k for k in observation_space.spaces if k != MEMORY_KEY and k not in image_keys]
+        memory_space = observation_space.spaces.get(MEMORY_KEY)
+        if memory_space is not None and (not isinstance(memory_space, spaces.Box) or len(memory_space.shape) != 2):
+            raise ValueError(f"the {MEMORY_KEY!r} key must be a [K, C] Box, got {memory_space}")
+        query_dim = cnn_features * len(image_keys) + (mlp_features if flat_keys else 0)
+        if query_dim == 0:
+            raise ValueError(
+                f"MemoryFeaturesExtractor needs at least one key besides {MEMORY_KEY!r}, got {list(observation_space.spaces)}"
+            )
+        features_dim = query_dim + (attention_dim if memory_space is not None else 0)
+        super().__init__(observation_space, features_dim)
+        self.image_keys, self.flat_keys = image_keys, flat_keys
+        self.cnns = nn.ModuleDict(
+            {k: SmallImageCNN(*observation_space.spaces[k].shape, cnn_features, cnn_channels) for k in image_keys}
+        )
+        flat_dim = sum(get_flattened_obs_dim(observation_space.spaces[k]) for k in flat_keys)
+        self.mlp = (
+            nn.Sequential(nn.Linear(flat_dim, mlp_features), nn.ReLU(), nn.Linear(mlp_features, mlp_features), nn.ReLU())
+            if flat_keys
+            else None
+        )
+        self.attention = MemoryAttention(query_dim, memory_space.shape[1], attention_dim) if memory_space is not None else None
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = [self.cnns[k](observations[k]) for k in self.image_keys]
+        if self.mlp is not None:
+            parts.append(self.mlp(torch.cat([observations[k].flatten(1) for k in self.flat_keys], dim=1)))
+        query = torch.cat(parts, dim=1)  # [N, query_dim]
+        if self.attention is None:
+            return query
+        return torch.cat([query, self.attention(query, observations[MEMORY_KEY])], dim=1)

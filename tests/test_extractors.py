@@ -1,0 +1,110 @@
+"""MemoryFeaturesExtractor with real SB3 algorithms on memory-wrapped MiniGrid environments."""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from sb3_contrib import RecurrentPPO
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from agents.extractors import MemoryAttention, MemoryFeaturesExtractor, SmallImageCNN
+from envs.mazes import make_frame_env
+from episodic_memory import DynamicKanervaMachine
+from episodic_memory.vec_env import VecEpisodicMemory
+
+FRAME = 16
+POLICY_KWARGS = {
+    "features_extractor_class": MemoryFeaturesExtractor,
+    "features_extractor_kwargs": {"cnn_features": 32, "cnn_channels": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def dkm() -> DynamicKanervaMachine:
+    torch.manual_seed(0)
+    return DynamicKanervaMachine((FRAME, FRAME, 3), code_size=12, num_slots=6, likelihood="gaussian", hidden_channels=4).eval()
+
+
+def memory_venv(dkm, n: int = 2) -> VecEpisodicMemory:
+    return VecEpisodicMemory(DummyVecEnv([lambda: make_frame_env("MiniGrid-MemoryS7-v0", frame_size=FRAME)] * n), dkm)
+
+
+def test_features_have_the_declared_size_and_attention_reads_the_memory():
+    space = spaces.Dict(
+        {
+            "observation": spaces.Box(0.0, 1.0, (3, 7, 7), np.float32),
+            "retrieval": spaces.Box(-np.inf, np.inf, (12,), np.float32),
+            "novelty": spaces.Box(-np.inf, np.inf, (1,), np.float32),
+            "memory": spaces.Box(-np.inf, np.inf, (6, 12), np.float32),
+        }
+    )
+    extractor = MemoryFeaturesExtractor(space, cnn_features=16, mlp_features=8, attention_dim=4)
+    assert extractor.features_dim == 16 + 8 + 4
+    obs = {k: torch.as_tensor(np.stack([s.sample() for _ in range(5)])) for k, s in space.spaces.items()}
+    obs["retrieval"] = torch.randn(5, 12)
+    obs["novelty"] = torch.randn(5, 1)
+    obs["memory"] = torch.randn(5, 6, 12)
+    features = extractor(obs)
+    assert features.shape == (5, 28)
+    changed = dict(obs, memory=obs["memory"] + 1.0)
+    assert not torch.allclose(extractor(changed)[:, -4:], features[:, -4:])  # the attention part reads the memory
+    torch.testing.assert_close(extractor(changed)[:, :-4], features[:, :-4])  # and only it
+
+
+def test_attention_is_a_convex_combination_of_values():
+    attention = MemoryAttention(query_dim=3, code_size=2, attention_dim=2)
+    memory = torch.randn(4, 5, 2)
+    out = attention(torch.randn(4, 3), memory)
+    values = attention.value(memory)  # [4, 5, 2]
+    assert ((out >= values.min(1).values - 1e-6) & (out <= values.max(1).values + 1e-6)).all()
+
+
+@pytest.mark.parametrize("size", [3, 7, 16, 64])
+def test_small_image_cnn_takes_any_size(size):
+    cnn = SmallImageCNN(3, size, size, features_dim=10, hidden_channels=4)
+    assert cnn(torch.zeros(2, 3, size, size)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("algo", [PPO, A2C])
+def test_trains_saves_and_loads_with_sb3(dkm, tmp_path, algo):
+    venv = memory_venv(dkm)
+    extra = {"batch_size": 16} if algo is PPO else {}
+    model = algo("MultiInputPolicy", venv, policy_kwargs=POLICY_KWARGS, n_steps=8, seed=0, device="cpu", **extra)
+    model.learn(32)
+    obs = venv.reset()
+    actions, _ = model.predict(obs, deterministic=True)
+    model.save(tmp_path / "agent")
+    loaded = algo.load(tmp_path / "agent", env=venv, device="cpu")
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
+
+
+def test_recurrent_ppo(dkm):
+    model = RecurrentPPO(
+        "MultiInputLstmPolicy", memory_venv(dkm), policy_kwargs=POLICY_KWARGS, n_steps=8, batch_size=16, seed=0, device="cpu"
+    )
+    model.learn(16)
+    assert model.num_timesteps >= 16
+
+
+def test_minigrid_symbolic_view_via_obs_key():
+    torch.manual_seed(0)
+    machine = DynamicKanervaMachine((7, 7, 3), code_size=8, num_slots=4, hidden_channels=4, likelihood="gaussian").eval()
+
+    def make() -> gymnasium.Env:
+        from minigrid.wrappers import ImgObsWrapper
+
+        return ImgObsWrapper(gymnasium.make("MiniGrid-MemoryS7-v0"))
+
+    venv = VecEpisodicMemory(DummyVecEnv([make]), machine)
+    model = PPO("MultiInputPolicy", venv, policy_kwargs=POLICY_KWARGS, n_steps=8, batch_size=8, seed=0, device="cpu")
+    model.learn(8)
+    assert isinstance(model.policy.features_extractor.cnns["observation"], SmallImageCNN)
+
+
+def test_needs_a_dict_space():
+    with pytest.raises(ValueError, match="needs Dict observations"):
+        MemoryFeaturesExtractor(spaces.Box(0, 1, (4,)))
