@@ -70,6 +70,8 @@ class EpisodicMemoryCore:
         self.readouts = tuple(readouts)
         self.attractor_steps = attractor_steps
         self.online = OnlineMemory(machine.memory, batch_size)
+        self.last_code: torch.Tensor | None = None  # codes of the latest step [B, C], for metrics
+        self.last_retrieval: torch.Tensor | None = None  # their retrievals [B, C]
 
     @property
     def batch_size(self) -> int:
@@ -80,6 +82,13 @@ class EpisodicMemoryCore:
         K, C = self.online.num_slots, self.online.code_size
         every = {"retrieval": (C,), "novelty": (1,), "memory": (K, C)}
         return {name: every[name] for name in self.readouts}
+
+    def retrieval_error(self) -> float:
+        """Mean relative distance ``|retrieval − z| / |z|`` of the latest step (0 when the memory returns the code)."""
+        if self.last_code is None or self.last_retrieval is None:
+            return float("nan")
+        error = (self.last_retrieval - self.last_code).norm(dim=-1) / self.last_code.norm(dim=-1).clamp_min(1e-12)
+        return float(error.mean())
 
     @torch.no_grad()
     def encode(self, observations: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -101,6 +110,7 @@ class EpisodicMemoryCore:
         if "memory" in self.readouts:
             out["memory"] = self.online.R.clone()  # before the write, like every read-out [B, K, C]
         readout = (self.online.step if write else self.online.peek)(z, self.attractor_steps)
+        self.last_code, self.last_retrieval = z, readout.retrieval
         if "retrieval" in self.readouts:
             out["retrieval"] = readout.retrieval
         if "novelty" in self.readouts:

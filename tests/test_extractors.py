@@ -108,3 +108,27 @@ def test_minigrid_symbolic_view_via_obs_key():
 def test_needs_a_dict_space():
     with pytest.raises(ValueError, match="needs Dict observations"):
         MemoryFeaturesExtractor(spaces.Box(0, 1, (4,)))
+
+
+def test_memory_metrics_reach_the_sb3_logger(dkm, tmp_path):
+    import csv
+
+    from stable_baselines3.common.logger import configure
+
+    from agents.callbacks import MemoryMetricsCallback
+
+    model = PPO("MultiInputPolicy", memory_venv(dkm), policy_kwargs=POLICY_KWARGS, n_steps=8, batch_size=16, seed=0, device="cpu")
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(32, callback=MemoryMetricsCallback())
+    rows = list(csv.DictReader((tmp_path / "progress.csv").open()))
+    assert rows and all(float(r["memory/step_ms"]) > 0 for r in rows)
+    assert all(float(r["memory/novelty"]) > 0 for r in rows)
+    assert all(0 <= float(r["memory/retrieval_error"]) < 10 for r in rows)
+
+
+def test_memory_metrics_need_the_memory_wrapper():
+    from agents.callbacks import MemoryMetricsCallback
+
+    model = PPO("MlpPolicy", DummyVecEnv([lambda: gymnasium.make("CartPole-v1")]), n_steps=8, batch_size=8, device="cpu")
+    with pytest.raises(ValueError, match="needs a training environment wrapped in VecEpisodicMemory"):
+        model.learn(8, callback=MemoryMetricsCallback())

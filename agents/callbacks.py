@@ -1,0 +1,47 @@
+"""SB3 callbacks for agents with an episodic memory."""
+
+from __future__ import annotations
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import unwrap_vec_wrapper
+
+from episodic_memory.vec_env import VecEpisodicMemory
+
+__all__ = ["MemoryMetricsCallback"]
+
+
+class MemoryMetricsCallback(BaseCallback):
+    """Logs memory metrics through the SB3 logger (so they reach tensorboard/wandb with the agent's).
+
+    Averaged over each rollout and written under ``memory/``: ``novelty`` (the surprise read-out),
+    ``retrieval_error`` (relative distance of the attractor-cleaned code to the observation's
+    code) and ``step_ms`` (wall time of one batched memory step: encode, read-outs, write).
+    The training environment must contain a :class:`VecEpisodicMemory`.
+    """
+
+    def __init__(self, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self._memory: VecEpisodicMemory | None = None
+        self._values: dict[str, list[float]] = {"novelty": [], "retrieval_error": [], "step_ms": []}
+
+    def _on_training_start(self) -> None:
+        memory = unwrap_vec_wrapper(self.training_env, VecEpisodicMemory)
+        if memory is None:
+            raise ValueError("MemoryMetricsCallback needs a training environment wrapped in VecEpisodicMemory")
+        self._memory = memory
+
+    def _on_step(self) -> bool:
+        memory = self._memory
+        new_obs = self.locals.get("new_obs")
+        if isinstance(new_obs, dict) and "novelty" in new_obs:
+            self._values["novelty"].append(float(np.mean(new_obs["novelty"])))
+        self._values["retrieval_error"].append(memory.core.retrieval_error())
+        self._values["step_ms"].append(1e3 * memory.last_step_seconds)
+        return True
+
+    def _on_rollout_end(self) -> None:
+        for name, values in self._values.items():
+            if values:
+                self.logger.record(f"memory/{name}", float(np.nanmean(values)))
+            values.clear()
