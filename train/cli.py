@@ -1,8 +1,10 @@
-"""The ``episodic-memory`` command: collect maze frames, pretrain a memory, evaluate it.
+"""The ``episodic-memory`` command: collect maze frames, pretrain a memory, evaluate it, train and evaluate agents.
 
     episodic-memory collect  --out data/mazes
     episodic-memory pretrain --data data/mazes --out runs/dkm
     episodic-memory evaluate --data data/mazes --model dkm=runs/dkm/model.safetensors --out runs/eval
+    episodic-memory train-agent --memory dkm --memory-checkpoint runs/dkm/model.safetensors --out runs/agent
+    episodic-memory evaluate-agent --agent runs/agent/agent.zip
 
 Every subcommand takes ``--config FILE.yaml`` (values for its options; flags override it) and
 ``--seed``; ``--help`` lists the options with their defaults.
@@ -22,6 +24,7 @@ from episodic_memory import load_machine
 from train.config import add_config_arguments, config_from_args
 from train.evaluate import EvaluationConfig, evaluate_models
 from train.pretrain import PretrainConfig, pretrain, resolve_device
+from train.train_agent import TrainAgentConfig, evaluate_agent, train_agent
 
 __all__ = ["main"]
 
@@ -70,6 +73,23 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.1, help="fraction of mazes held out (as in pretrain)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto picks CUDA when available")
     add_config_arguments(p, EvaluationConfig)
+
+    p = commands.add_parser(
+        "train-agent",
+        help="train PPO / A2C / RecurrentPPO on a MiniGrid task, with or without the episodic memory",
+        description="Train an SB3 agent on egocentric MiniGrid frames, with the memory read-outs (--memory dkm|km) or without "
+        "(--memory none); checkpoints, wandb logging (SB3 and memory metrics) and an evaluation at the end.",
+    )
+    add_config_arguments(p, TrainAgentConfig)
+
+    p = commands.add_parser(
+        "evaluate-agent",
+        help="success rate and mean return of a trained agent",
+        description="Run a trained agent for N episodes and write evaluation.json next to it.",
+    )
+    p.add_argument("--agent", required=True, help="agent.zip written by `episodic-memory train-agent`")
+    p.add_argument("--episodes", type=int, default=100, help="episodes to run")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation environments")
     return parser
 
 
@@ -102,6 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = pretrain(config_from_args(PretrainConfig, args), resume=args.resume)
             print(json.dumps({k: v for k, v in summary.items() if k != "evaluation"}, indent=2))
             return EXIT_INTERRUPTED if summary["interrupted"] else 0
+        if args.command == "train-agent":
+            summary = train_agent(config_from_args(TrainAgentConfig, args))
+            print(json.dumps(summary, indent=2))
+            return 0
+        if args.command == "evaluate-agent":
+            print(json.dumps(evaluate_agent(args.agent, args.episodes, args.seed), indent=2))
+            return 0
         report = _evaluate(args)
         print(json.dumps({name: entry["conditional_nll"] for name, entry in report["models"].items()}, indent=2))
         print(f"report and figures in {args.out}")

@@ -1,0 +1,121 @@
+"""Build a (memory-augmented) Stable-Baselines3 agent for a MiniGrid task in one call.
+
+    model = build_agent(AgentConfig(env_id="MiniGrid-MemoryS7-v0", memory="dkm", memory_checkpoint="runs/dkm/model.safetensors"))
+    model.learn(100_000)
+
+The agent sees egocentric RGB frames (``frame_size`` pixels, :func:`envs.make_frame_env`) as the
+``observation`` key of a Dict, plus the memory read-outs when ``memory`` is not ``"none"``; every
+agent, with or without memory, uses :class:`~agents.extractors.MemoryFeaturesExtractor`, so the
+baselines differ from the memory agent only by the read-outs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import gymnasium
+import torch
+from gymnasium import spaces
+from sb3_contrib import RecurrentPPO
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+from agents.extractors import MemoryFeaturesExtractor
+from envs.mazes import make_frame_env
+from episodic_memory import DynamicKanervaMachine, GenerativeMemory, KanervaMachine
+from episodic_memory.readouts import READOUTS, resolve_machine
+from episodic_memory.vec_env import VecEpisodicMemory
+
+__all__ = ["ALGORITHMS", "AgentConfig", "build_agent", "make_agent_env", "make_machine"]
+
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "recurrent_ppo": RecurrentPPO}
+
+
+@dataclass
+class AgentConfig:
+    """What :func:`build_agent` builds (also the options of ``episodic-memory train-agent``)."""
+
+    env_id: str = field(default="MiniGrid-MemoryS7-v0", metadata={"help": "MiniGrid task"})
+    algo: Literal["ppo", "a2c", "recurrent_ppo"] = field(
+        default="ppo", metadata={"help": "SB3 algorithm (recurrent_ppo: the LSTM baseline)"}
+    )
+    memory: Literal["none", "dkm", "km"] = field(
+        default="dkm", metadata={"help": "episodic memory wrapper: none, or a DKM / KM memory"}
+    )
+    memory_checkpoint: str | None = field(
+        default=None, metadata={"help": "pretrained machine (episodic-memory pretrain); default: a fresh one"}
+    )
+    frame_size: int = field(default=32, metadata={"help": "side of the egocentric RGB frames the agent and the memory see"})
+    readouts: tuple[str, ...] = field(default=READOUTS, metadata={"help": "memory read-outs added to the observation"})
+    attractor_steps: int = field(default=5, metadata={"help": "code-space attractor iterations of the retrieval read-out"})
+    code_size: int = field(default=100, metadata={"help": "code size of a fresh machine (ignored with --memory-checkpoint)"})
+    num_slots: int = field(default=32, metadata={"help": "memory rows of a fresh machine (ignored with --memory-checkpoint)"})
+    num_envs: int = field(default=8, metadata={"help": "parallel environments"})
+    vec_env: Literal["dummy", "subproc"] = field(default="dummy", metadata={"help": "DummyVecEnv (one process) or SubprocVecEnv"})
+    n_steps: int = field(default=128, metadata={"help": "rollout length per environment"})
+    batch_size: int = field(default=64, metadata={"help": "minibatch size (ppo, recurrent_ppo)"})
+    learning_rate: float = field(default=3e-4, metadata={"help": "optimizer learning rate"})
+    ent_coef: float = field(default=0.01, metadata={"help": "entropy bonus"})
+    seed: int = field(default=0, metadata={"help": "random seed: same seed, same run on CPU"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "device of the policy and the memory"})
+
+
+def make_machine(config: AgentConfig, device: str | torch.device) -> GenerativeMemory:
+    """The memory's machine: the checkpoint if given, else a fresh DKM/KM for the agent's frames."""
+    if config.memory_checkpoint:
+        machine = resolve_machine(config.memory_checkpoint, device)
+        expected = (config.frame_size, config.frame_size, 3)
+        if tuple(machine.input_shape) != expected:
+            raise ValueError(
+                f"memory checkpoint {config.memory_checkpoint!r} reads frames of shape {tuple(machine.input_shape)}, "
+                f"the agent's frames are {expected}; set --frame-size {machine.input_shape[0]}"
+            )
+        return machine
+    torch.manual_seed(config.seed)
+    cls = {"dkm": DynamicKanervaMachine, "km": KanervaMachine}[config.memory]
+    machine = cls((config.frame_size, config.frame_size, 3), config.code_size, config.num_slots, "gaussian", hidden_channels=16)
+    return machine.to(device).eval()
+
+
+def _dict_frames(env: gymnasium.Env) -> gymnasium.Env:
+    """``frame`` -> ``{"observation": frame}``, the layout of the memory agents' observations."""
+    return gymnasium.wrappers.TransformObservation(
+        env, lambda obs: {"observation": obs}, spaces.Dict({"observation": env.observation_space})
+    )
+
+
+def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu") -> VecEnv:
+    """``num_envs`` frame environments, vectorised, wrapped in :class:`VecEpisodicMemory` unless ``memory="none"``."""
+    env_fns = [lambda: make_frame_env(config.env_id, frame_size=config.frame_size) for _ in range(config.num_envs)]
+    if config.memory == "none":
+        env_fns = [lambda fn=fn: _dict_frames(fn()) for fn in env_fns]
+    venv = SubprocVecEnv(env_fns) if config.vec_env == "subproc" else DummyVecEnv(env_fns)
+    venv.seed(config.seed)
+    if config.memory == "none":
+        return venv
+    return VecEpisodicMemory(
+        venv, make_machine(config, device), readouts=config.readouts, attractor_steps=config.attractor_steps, device=device
+    )
+
+
+def build_agent(config: AgentConfig, venv: VecEnv | None = None) -> BaseAlgorithm:
+    """An SB3 model for ``config`` on ``venv`` (built by :func:`make_agent_env` when None)."""
+    device = (
+        "cuda" if config.device == "auto" and torch.cuda.is_available() else ("cpu" if config.device == "auto" else config.device)
+    )
+    venv = make_agent_env(config, device) if venv is None else venv
+    algo = ALGORITHMS[config.algo]
+    policy = "MultiInputLstmPolicy" if config.algo == "recurrent_ppo" else "MultiInputPolicy"
+    kwargs: dict[str, Any] = {"n_steps": config.n_steps, "learning_rate": config.learning_rate, "ent_coef": config.ent_coef}
+    if config.algo != "a2c":
+        kwargs["batch_size"] = config.batch_size
+    return algo(
+        policy,
+        venv,
+        policy_kwargs={"features_extractor_class": MemoryFeaturesExtractor},
+        seed=config.seed,
+        device=device,
+        **kwargs,
+    )

@@ -1,0 +1,133 @@
+"""Train and evaluate SB3 agents with or without the episodic memory.
+
+    episodic-memory train-agent --env-id MiniGrid-MemoryS7-v0 --memory dkm --memory-checkpoint runs/dkm/model.safetensors
+    episodic-memory train-agent --memory none                    # memory-less PPO baseline
+    episodic-memory train-agent --memory none --algo recurrent_ppo
+    episodic-memory evaluate-agent --agent runs/agent/agent.zip --episodes 100
+
+Training writes ``out/agent.zip`` (the SB3 model), ``out/agent_config.json`` (what rebuilds its
+environment), checkpoints every ``checkpoint_every`` steps, ``out/metrics.jsonl`` and a wandb run
+(offline by default) with SB3's metrics and the memory's (``memory/``), then evaluates the agent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
+
+from agents.builder import ALGORITHMS, AgentConfig, build_agent, make_agent_env
+from agents.callbacks import MemoryMetricsCallback
+from train.config import field
+from train.tracking import RunLogger
+
+__all__ = ["TrainAgentConfig", "evaluate_agent", "train_agent"]
+
+
+@dataclass
+class TrainAgentConfig(AgentConfig):
+    """Options of ``episodic-memory train-agent``: the agent's (:class:`AgentConfig`) and the run's."""
+
+    out: str = field("runs/agent", "run directory: agent.zip, checkpoints, metrics.jsonl, wandb files, evaluation.json")
+    total_steps: int = field(200_000, "environment steps to train for")
+    checkpoint_every: int = field(50_000, "environment steps between checkpoints")
+    eval_episodes: int = field(50, "episodes of the evaluation at the end (0 skips it)")
+    wandb_mode: Literal["online", "offline", "disabled"] = field(
+        "offline", "wandb logging; offline runs upload later with `wandb sync`"
+    )
+    wandb_project: str = field("episodic-memory", "wandb project")
+
+
+class _RunLoggerOutput(KVWriter):
+    """Sends SB3's logged values to a :class:`RunLogger` (metrics.jsonl and wandb)."""
+
+    def __init__(self, run_logger: RunLogger) -> None:
+        self.run_logger = run_logger
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0) -> None:
+        numbers = {
+            k: float(v) for k, v in key_values.items() if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+        }
+        self.run_logger.log(numbers, step)
+
+
+def train_agent(config: TrainAgentConfig, progress: bool = True) -> dict[str, Any]:
+    """Train as ``config`` says, save the agent, evaluate it; returns a summary."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = build_agent(config)
+    run_logger = RunLogger(out, config.wandb_mode, config.wandb_project, dataclasses.asdict(config), out.name)
+    model.set_logger(Logger(str(out), [CSVOutputFormat(str(out / "progress.csv")), _RunLoggerOutput(run_logger)]))
+    callbacks: list[BaseCallback] = [
+        CheckpointCallback(max(config.checkpoint_every // config.num_envs, 1), str(out / "checkpoints"), name_prefix="agent")
+    ]
+    if config.memory != "none":
+        callbacks.append(MemoryMetricsCallback())
+    model.learn(config.total_steps, callback=callbacks, log_interval=1, progress_bar=progress)
+    model.save(out / "agent.zip")
+    (out / "agent_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    summary: dict[str, Any] = {
+        "agent": str(out / "agent.zip"),
+        "steps": model.num_timesteps,
+        "wandb_run_dir": str(run_logger.run_dir) if run_logger.run_dir else None,
+    }
+    if config.eval_episodes > 0:
+        summary["evaluation"] = evaluate_agent(out / "agent.zip", config.eval_episodes, seed=config.seed + 10_000)
+        run_logger.log({f"eval/{k}": v for k, v in summary["evaluation"].items() if isinstance(v, float)}, model.num_timesteps)
+    run_logger.finish()
+    model.get_env().close()
+    return summary
+
+
+def evaluate_agent(agent: str | Path, episodes: int = 100, seed: int = 0, deterministic: bool = True) -> dict[str, Any]:
+    """Success rate and mean return of a saved agent over ``episodes`` episodes; writes ``evaluation.json`` beside it.
+
+    The environment is rebuilt from ``agent_config.json`` next to ``agent``. An episode succeeds when
+    it ends with a positive reward (MiniGrid pays ``1 - 0.9 t / max_steps`` on success, 0 otherwise).
+    """
+    agent = Path(agent)
+    config_path = agent.parent / "agent_config.json"
+    if not agent.is_file():
+        raise FileNotFoundError(f"no agent at {str(agent)!r}; train one with `episodic-memory train-agent --out DIR`")
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"{str(config_path)!r} is missing: it is written by `episodic-memory train-agent` next to agent.zip"
+        )
+    saved = json.loads(config_path.read_text())
+    config = AgentConfig(**{f.name: saved[f.name] for f in dataclasses.fields(AgentConfig) if f.name in saved})
+    config = dataclasses.replace(config, seed=seed, readouts=tuple(config.readouts))
+    venv = make_agent_env(config)
+    model: BaseAlgorithm = ALGORITHMS[config.algo].load(agent, env=venv, device="cpu")
+    returns, successes = [], []
+    obs = venv.reset()
+    state, starts = None, np.ones(venv.num_envs, dtype=bool)
+    episode_return = np.zeros(venv.num_envs)
+    while len(returns) < episodes:
+        actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
+        obs, rewards, dones, _ = venv.step(actions)
+        episode_return += rewards
+        starts = dones
+        for i in np.flatnonzero(dones):
+            if len(returns) < episodes:
+                returns.append(float(episode_return[i]))
+                successes.append(float(rewards[i] > 0))
+            episode_return[i] = 0.0
+    venv.close()
+    report = {
+        "env_id": config.env_id,
+        "algo": config.algo,
+        "memory": config.memory,
+        "episodes": episodes,
+        "success_rate": float(np.mean(successes)),
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns)),
+    }
+    (agent.parent / "evaluation.json").write_text(json.dumps(report, indent=2))
+    return report
