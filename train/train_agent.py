@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
+from stable_baselines3.common.vec_env import VecEnv
 
 from agents.builder import ALGORITHMS, AgentConfig, build_agent, make_agent_env
 from agents.callbacks import MemoryMetricsCallback
@@ -39,6 +41,8 @@ class TrainAgentConfig(AgentConfig):
     total_steps: int = field(200_000, "environment steps to train for")
     checkpoint_every: int = field(50_000, "environment steps between checkpoints")
     eval_episodes: int = field(50, "episodes of the evaluation at the end (0 skips it)")
+    eval_every: int = field(0, "environment steps between evaluations during training, a learning curve (0: none)")
+    eval_every_episodes: int = field(16, "episodes of each evaluation during training")
     wandb_mode: Literal["online", "offline", "disabled"] = field(
         "offline", "wandb logging; offline runs upload later with `wandb sync`"
     )
@@ -70,12 +74,21 @@ def train_agent(config: TrainAgentConfig, progress: bool = True) -> dict[str, An
     ]
     if config.memory != "none":
         callbacks.append(MemoryMetricsCallback())
+    evaluation = None
+    if config.eval_every > 0:
+        evaluation_env = make_agent_env(dataclasses.replace(config, seed=config.seed + 20_000), model.device)
+        evaluation = _PeriodicEvaluation(evaluation_env, config.eval_every, config.eval_every_episodes)
+        callbacks.append(evaluation)
+    start = time.perf_counter()
     model.learn(config.total_steps, callback=callbacks, log_interval=1, progress_bar=progress)
+    train_seconds = time.perf_counter() - start - (evaluation.seconds if evaluation else 0.0)
     model.save(out / "agent.zip")
     (out / "agent_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     summary: dict[str, Any] = {
         "agent": str(out / "agent.zip"),
         "steps": model.num_timesteps,
+        "train_seconds": train_seconds,
+        "fps": model.num_timesteps / train_seconds,
         "wandb_run_dir": str(run_logger.run_dir) if run_logger.run_dir else None,
     }
     if config.eval_episodes > 0:
@@ -84,6 +97,49 @@ def train_agent(config: TrainAgentConfig, progress: bool = True) -> dict[str, An
     run_logger.finish()
     model.get_env().close()
     return summary
+
+
+def run_episodes(
+    model: BaseAlgorithm, venv: VecEnv, episodes: int, deterministic: bool = True
+) -> tuple[list[float], list[float]]:
+    """Returns and successes (1.0 when an episode ends with a positive reward) of ``episodes`` episodes on ``venv``."""
+    returns: list[float] = []
+    successes: list[float] = []
+    obs = venv.reset()
+    state, starts = None, np.ones(venv.num_envs, dtype=bool)
+    episode_return = np.zeros(venv.num_envs)
+    while len(returns) < episodes:
+        actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
+        obs, rewards, dones, _ = venv.step(actions)
+        episode_return += rewards
+        starts = dones
+        for i in np.flatnonzero(dones):
+            if len(returns) < episodes:
+                returns.append(float(episode_return[i]))
+                successes.append(float(rewards[i] > 0))
+            episode_return[i] = 0.0
+    return returns, successes
+
+
+class _PeriodicEvaluation(BaseCallback):
+    """Every ``every`` environment steps: success rate and mean return over ``episodes`` episodes, logged under ``eval/``."""
+
+    def __init__(self, venv: VecEnv, every: int, episodes: int) -> None:
+        super().__init__()
+        self.venv, self.every, self.episodes = venv, every, episodes
+        self._next = every
+        self.seconds = 0.0  # time spent evaluating, left out of the training fps
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._next += self.every
+            start = time.perf_counter()
+            returns, successes = run_episodes(self.model, self.venv, self.episodes)
+            self.seconds += time.perf_counter() - start
+            self.logger.record("eval/success_rate", float(np.mean(successes)))
+            self.logger.record("eval/mean_return", float(np.mean(returns)))
+            self.logger.dump(self.num_timesteps)
+        return True
 
 
 def evaluate_agent(agent: str | Path, episodes: int = 100, seed: int = 0, deterministic: bool = True) -> dict[str, Any]:
@@ -105,20 +161,7 @@ def evaluate_agent(agent: str | Path, episodes: int = 100, seed: int = 0, determ
     config = dataclasses.replace(config, seed=seed, readouts=tuple(config.readouts))
     venv = make_agent_env(config)
     model: BaseAlgorithm = ALGORITHMS[config.algo].load(agent, env=venv, device="cpu")
-    returns, successes = [], []
-    obs = venv.reset()
-    state, starts = None, np.ones(venv.num_envs, dtype=bool)
-    episode_return = np.zeros(venv.num_envs)
-    while len(returns) < episodes:
-        actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
-        obs, rewards, dones, _ = venv.step(actions)
-        episode_return += rewards
-        starts = dones
-        for i in np.flatnonzero(dones):
-            if len(returns) < episodes:
-                returns.append(float(episode_return[i]))
-                successes.append(float(rewards[i] > 0))
-            episode_return[i] = 0.0
+    returns, successes = run_episodes(model, venv, episodes, deterministic)
     venv.close()
     report = {
         "env_id": config.env_id,
