@@ -24,7 +24,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 
 from episodic_memory.machine import GenerativeMemory
 from episodic_memory.readouts import READOUTS, EpisodicMemoryCore, Readout, resolve_machine
-from episodic_memory.wrappers import memory_observation_space
+from episodic_memory.wrappers import frames_of, memory_observation_space, with_readouts
 
 __all__ = ["VecEpisodicMemory"]
 
@@ -67,25 +67,18 @@ class VecEpisodicMemory(VecEnvWrapper):
         self.last_step_seconds = time.perf_counter() - start
         return augmented, rewards, dones, infos
 
-    def _frames(self, obs: VecEnvObs) -> np.ndarray:
-        return np.asarray(obs[self.obs_key] if self.obs_key is not None else obs)
-
     def _observe(self, obs: VecEnvObs, write: bool) -> dict[str, np.ndarray]:
-        readouts = self.core.step(self._frames(obs), write=write)
-        base = dict(obs) if self.obs_key is not None else {"observation": obs}
-        return {**base, **readouts}
+        return with_readouts(obs, self.core.step(frames_of(obs, self.obs_key), write=write), self.obs_key)
 
     def _transform_terminal_observations(self, obs: VecEnvObs, done: np.ndarray, infos: list[dict[str, Any]]) -> None:
         """Replace each finished sub-environment's ``terminal_observation`` by its wrapped form, read from its old memory."""
         finished = [i for i in np.flatnonzero(done) if "terminal_observation" in infos[i]]
         if not finished:
             return
-        frames = self._frames(obs).copy()  # rows of unfinished sub-environments are read and discarded
+        frames = frames_of(obs, self.obs_key).copy()  # rows of unfinished sub-environments are read and discarded
         for i in finished:
-            terminal = infos[i]["terminal_observation"]
-            frames[i] = terminal[self.obs_key] if self.obs_key is not None else terminal
+            frames[i] = frames_of(infos[i]["terminal_observation"], self.obs_key)
         readouts = self.core.step(frames, write=False)
         for i in finished:
-            terminal = infos[i]["terminal_observation"]
-            base = dict(terminal) if self.obs_key is not None else {"observation": terminal}
-            infos[i]["terminal_observation"] = {**base, **{name: value[i] for name, value in readouts.items()}}
+            readouts_i = {name: value[i] for name, value in readouts.items()}
+            infos[i]["terminal_observation"] = with_readouts(infos[i]["terminal_observation"], readouts_i, self.obs_key)

@@ -21,7 +21,18 @@ from gymnasium import spaces
 from episodic_memory.machine import GenerativeMemory
 from episodic_memory.readouts import READOUTS, EpisodicMemoryCore, Readout, resolve_machine
 
-__all__ = ["EpisodicMemoryVectorWrapper", "EpisodicMemoryWrapper", "memory_observation_space"]
+__all__ = ["EpisodicMemoryVectorWrapper", "EpisodicMemoryWrapper", "frames_of", "memory_observation_space", "with_readouts"]
+
+
+def frames_of(obs: Any, obs_key: str | None) -> np.ndarray:
+    """The frames the memory reads: ``obs[obs_key]`` for Dict observations, else ``obs``."""
+    return np.asarray(obs[obs_key] if obs_key is not None else obs)
+
+
+def with_readouts(obs: Any, readouts: dict[str, np.ndarray], obs_key: str | None) -> dict[str, Any]:
+    """The wrapped observation: the original keys (or ``observation``) plus the read-outs."""
+    base = dict(obs) if obs_key is not None else {"observation": obs}
+    return {**base, **readouts}
 
 
 def memory_observation_space(
@@ -110,13 +121,14 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
         return obs, reward, terminated, truncated, info
 
     def _observe(self, obs: Any, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        frame = obs[self.obs_key] if self.obs_key is not None else obs
         start = time.perf_counter()
-        readouts = self.core.step(np.asarray(frame)[None])
+        readouts = self.core.step(frames_of(obs, self.obs_key)[None])
         self.last_step_seconds = time.perf_counter() - start  # not in info: info must repeat exactly under a seed
         stats = {"novelty": float(readouts["novelty"][0, 0])} if "novelty" in readouts else {}
-        base = dict(obs) if self.obs_key is not None else {"observation": obs}
-        return {**base, **{name: value[0] for name, value in readouts.items()}}, {**info, "episodic_memory": stats}
+        return with_readouts(obs, {name: value[0] for name, value in readouts.items()}, self.obs_key), {
+            **info,
+            "episodic_memory": stats,
+        }
 
 
 class EpisodicMemoryVectorWrapper(gymnasium.vector.VectorWrapper):
@@ -168,6 +180,4 @@ class EpisodicMemoryVectorWrapper(gymnasium.vector.VectorWrapper):
         return augmented, rewards, terminations, truncations, info
 
     def _observe(self, obs: Any) -> dict[str, Any]:
-        readouts = self.core.step(np.asarray(obs[self.obs_key] if self.obs_key is not None else obs))
-        base = dict(obs) if self.obs_key is not None else {"observation": obs}
-        return {**base, **readouts}
+        return with_readouts(obs, self.core.step(frames_of(obs, self.obs_key)), self.obs_key)
