@@ -20,6 +20,7 @@ from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from agents.extractors import MemoryFeaturesExtractor
@@ -102,9 +103,7 @@ def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu") -> V
 
 def build_agent(config: AgentConfig, venv: VecEnv | None = None) -> BaseAlgorithm:
     """An SB3 model for ``config`` on ``venv`` (built by :func:`make_agent_env` when None)."""
-    device = (
-        "cuda" if config.device == "auto" and torch.cuda.is_available() else ("cpu" if config.device == "auto" else config.device)
-    )
+    device = get_device(config.device)
     venv = make_agent_env(config, device) if venv is None else venv
     algo = ALGORITHMS[config.algo]
     policy = "MultiInputLstmPolicy" if config.algo == "recurrent_ppo" else "MultiInputPolicy"
