@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.distributions import Bernoulli, MultivariateNormal, Normal, kl_divergence
+from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from episodic_memory import DynamicKanervaMachine, MemoryState
 from episodic_memory.km import _MIN_STD, KanervaMachine, diagonal_normal_kl
+from tests.reference import dense_memory_kl
 
 SEED = 0
 
@@ -101,17 +102,7 @@ class TestObjective:
             nll = -Bernoulli(logits=model.decoder(z.flatten(0, 1))).log_prob(x.flatten(0, 1)).sum(-1)
             kl_y = kl_divergence(Normal(y_mean, y_std), Normal(torch.zeros_like(y_mean), 1.0)).sum(-1)
             kl_z = kl_divergence(Normal(z_mean, z_std), Normal(mu_z, 0.7)).sum(-1)
-            eye_C = torch.eye(C, dtype=x.dtype)
-            prior = model.memory.prior(B)
-            kl_memory = torch.stack(
-                [
-                    kl_divergence(
-                        MultivariateNormal(state.mean[b].T.reshape(-1), torch.kron(eye_C, state.cov[b])),
-                        MultivariateNormal(prior.mean[b].T.reshape(-1), torch.kron(eye_C, prior.cov[b])),
-                    )
-                    for b in range(B)
-                ]
-            )
+            kl_memory = dense_memory_kl(state, model.memory.prior(B))
         torch.testing.assert_close(out["nll"], nll.mean())
         torch.testing.assert_close(out["kl_y"], kl_y.mean())
         torch.testing.assert_close(out["kl_z"], kl_z.mean())
