@@ -31,7 +31,8 @@ class DynamicKanervaMachine(GenerativeMemory):
         for images (convolutional coders, KM App. C). uint8 frames are scaled to ``[0, 1]``.
     :param code_size: C, the size of the codes z and of the memory's columns.
     :param num_slots: K, the memory's rows.
-    :param likelihood: ``"bernoulli"`` for binary frames, ``"gaussian"`` for real-valued ones.
+    :param likelihood: ``"bernoulli"`` for binary frames, ``"gaussian"`` for real-valued ones, ``"logistic"``
+        (discretised) for 8-bit frames.
     :param channel_order: ``"auto"`` (the end of size <= 4 holds the channels), ``"hwc"`` or ``"chw"``.
     :param hidden_channels: filters of every convolution (image inputs).
     :param hidden_size: width of the MLP layers (vector inputs).

@@ -64,7 +64,8 @@ class KanervaMachine(GenerativeMemory):
     :param code_size: C, the size of the codes z and of the memory's columns; the encoder
         outputs ``2C`` features (App. C).
     :param num_slots: K, the memory's rows (and the rows of the addresses A).
-    :param likelihood: ``"bernoulli"`` for binary frames, ``"gaussian"`` for real-valued ones.
+    :param likelihood: ``"bernoulli"`` for binary frames, ``"gaussian"`` for real-valued ones, ``"logistic"``
+        (discretised) for 8-bit frames.
     :param address_size: S, the size of the keys ``b = f(y)`` and of the rows of A.
     :param y_size: size of the addressing variable y; None means ``code_size``.
     :param channel_order: ``"auto"`` (the end of size <= 4 holds the channels), ``"hwc"`` or ``"chw"``.

@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from episodic_memory.likelihoods import BernoulliLikelihood, Likelihood
+from episodic_memory.likelihoods import BernoulliLikelihood, DiscretisedLogisticLikelihood, Likelihood
 from episodic_memory.memory import KanervaMemory, MemoryState
 from episodic_memory.preprocessing import InputSpec
 
@@ -91,11 +91,12 @@ class MemoryMachine(nn.Module):
             raise ValueError(f"{name} must be uint8 or floating point, got {x.dtype}")
         if x.dtype.is_floating_point and not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} holds NaN or inf values")
-        if isinstance(getattr(self, "likelihood", None), BernoulliLikelihood) and x.dtype.is_floating_point:
+        likelihood = getattr(self, "likelihood", None)
+        if isinstance(likelihood, (BernoulliLikelihood, DiscretisedLogisticLikelihood)) and x.dtype.is_floating_point:
             low, high = float(x.min()), float(x.max())
             if low < 0.0 or high > 1.0:
                 raise ValueError(
-                    f"{name} must lie in [0, 1] for a Bernoulli likelihood (or be uint8), got values in [{low:g}, {high:g}]"
+                    f"{name} must lie in [0, 1] for a {type(likelihood).__name__} (or be uint8), got [{low:g}, {high:g}]"
                 )
         return self.input_spec.to_model(x.flatten(0, 1).to(self.device), self.dtype)
 

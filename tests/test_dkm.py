@@ -235,7 +235,7 @@ class TestBadInput:
 
     def test_bernoulli_frames_outside_unit_interval(self):
         model = tiny_dkm()
-        with pytest.raises(ValueError, match=r"x must lie in \[0, 1\] for a Bernoulli likelihood .*got values in \[0, 2\]"):
+        with pytest.raises(ValueError, match=r"x must lie in \[0, 1\] for a BernoulliLikelihood .*got \[0, 2\]"):
             model.loss(torch.full((1, 2, 12), 2.0, dtype=torch.float64) * torch.tensor([0.0] + [1.0] * 11, dtype=torch.float64))
 
     def test_integer_frames_other_than_uint8(self):

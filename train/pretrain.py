@@ -68,7 +68,7 @@ class PretrainConfig:
     )
     code_size: int = field(100, "C: size of the codes and of the memory's columns")
     num_slots: int = field(32, "K: rows of the memory (dkm, km)")
-    likelihood: Literal["bernoulli", "gaussian"] = field("gaussian", "observation model for frames")
+    likelihood: Literal["bernoulli", "gaussian", "logistic"] = field("gaussian", "frame model; logistic: discretised 8-bit")
     hidden_channels: int = field(
         16,
         "filters of every convolution of the encoder and decoder (16 suits flat-coloured MiniGrid frames; 2.7x faster than 32)",
