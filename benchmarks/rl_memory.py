@@ -13,6 +13,7 @@ Usage::
     python benchmarks/rl_memory.py                                   # the default run (about 60 min on 2 cores)
     python benchmarks/rl_memory.py --steps 2000000 --seeds 0 1 2     # a budget that can separate the methods
     python benchmarks/rl_memory.py --memory-checkpoint runs/pretrain-dkm/model.safetensors
+    python benchmarks/rl_memory.py --jobs 9 --envs MiniGrid-MemoryS7-v0    # one process per run, 9 cores
 
 A memory-less policy that grabs either object scores about 0.5 on these tasks; "solved" means
 success well above 0.5. The default budget (40k steps a run, 3 seeds, 2 tasks; training speeds on 2
@@ -25,10 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from train.train_agent import TrainAgentConfig, train_agent
 
@@ -49,6 +53,41 @@ def steps_to_success(run_dir: Path, threshold: float) -> int | None:
     return None
 
 
+def run_one(env_id: str, method: str, seed: int, args: argparse.Namespace) -> dict:
+    """Train and evaluate one (task, method, seed); returns its row of ``results.json``."""
+    torch.set_num_threads(args.threads)
+    algo, memory = METHODS[method]
+    run_dir = Path(args.out) / env_id / method / f"seed{seed}"
+    config = TrainAgentConfig(
+        env_id=env_id,
+        algo=algo,
+        memory=memory,
+        memory_checkpoint=args.memory_checkpoint if memory != "none" else None,
+        frame_size=args.frame_size,
+        num_envs=args.num_envs,
+        seed=seed,
+        device=args.device,
+        out=str(run_dir),
+        total_steps=args.steps,
+        checkpoint_every=args.steps,
+        eval_episodes=args.eval_episodes,
+        eval_every=args.eval_every or max(args.steps // 10, 1),
+        wandb_mode=args.wandb_mode,
+    )
+    summary = train_agent(config, progress=args.jobs == 1)
+    return {
+        "env_id": env_id,
+        "method": method,
+        "seed": seed,
+        "steps": summary["steps"],
+        "seconds": summary["train_seconds"],
+        "fps": summary["fps"],
+        "success_rate": summary["evaluation"]["success_rate"],
+        "mean_return": summary["evaluation"]["mean_return"],
+        "steps_to_threshold": steps_to_success(run_dir, args.threshold),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--envs", nargs="+", default=["MiniGrid-MemoryS7-v0", "MiniGrid-MemoryS11-v0"])
@@ -62,51 +101,22 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=100)
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--out", default="runs/rl_memory")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each (on a machine with the cores)")
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device of the policies and memories")
     parser.add_argument("--wandb-mode", default="disabled", choices=["online", "offline", "disabled"])
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     out = Path(args.out)
-    eval_every = args.eval_every or max(args.steps // 10, 1)
+    out.mkdir(parents=True, exist_ok=True)
 
-    results = []
-    for env_id in args.envs:
-        for method in args.methods:
-            algo, memory = METHODS[method]
-            for seed in args.seeds:
-                run_dir = out / env_id / method / f"seed{seed}"
-                config = TrainAgentConfig(
-                    env_id=env_id,
-                    algo=algo,
-                    memory=memory,
-                    memory_checkpoint=args.memory_checkpoint if memory != "none" else None,
-                    frame_size=args.frame_size,
-                    num_envs=args.num_envs,
-                    seed=seed,
-                    device="cpu",
-                    out=str(run_dir),
-                    total_steps=args.steps,
-                    checkpoint_every=args.steps,
-                    eval_episodes=args.eval_episodes,
-                    eval_every=eval_every,
-                    wandb_mode=args.wandb_mode,
-                )
-                summary = train_agent(config)
-                results.append(
-                    {
-                        "env_id": env_id,
-                        "method": method,
-                        "seed": seed,
-                        "steps": summary["steps"],
-                        "seconds": summary["train_seconds"],
-                        "fps": summary["fps"],
-                        "success_rate": summary["evaluation"]["success_rate"],
-                        "mean_return": summary["evaluation"]["mean_return"],
-                        "steps_to_threshold": steps_to_success(run_dir, args.threshold),
-                    }
-                )
-                out.mkdir(parents=True, exist_ok=True)
-                (out / "results.json").write_text(json.dumps(results, indent=2))
+    runs = [(env_id, method, seed) for env_id in args.envs for method in args.methods for seed in args.seeds]
+    results: list[dict] = []
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(run_one, *run, args): run for run in runs}
+        for future in tqdm(as_completed(futures), total=len(futures), desc="runs", disable=args.jobs == 1):
+            results.append(future.result())
+            results.sort(key=lambda r: runs.index((r["env_id"], r["method"], r["seed"])))
+            (out / "results.json").write_text(json.dumps(results, indent=2))
 
     print(f"\n{args.steps:,} steps per run, seeds {args.seeds}, {args.num_envs} envs, {args.frame_size}x{args.frame_size} frames")
     header = f"{'task':<24} {'method':<15} {'success':>13} {'return':>13} {'steps to ' + str(args.threshold):>14} {'fps':>7}"
