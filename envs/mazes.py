@@ -34,6 +34,7 @@ from minigrid.minigrid_env import MiniGridEnv
 
 __all__ = [
     "DEFAULT_MAZES",
+    "LIST_ENVS_HINT",
     "RANDOM_MAZE_SIZES",
     "VIEWS",
     "FrameObservation",
@@ -55,6 +56,9 @@ def random_maze_id(size: int) -> str:
     """The Gymnasium id of the random maze of side ``size``: ``EpisodicMemory-RandomMaze-S{size}-v0``."""
     return f"EpisodicMemory-RandomMaze-S{size}-v0"
 
+
+LIST_ENVS_HINT = "python -c 'import envs, gymnasium; gymnasium.pprint_registry()'"
+"""The command that lists every registered Gymnasium id (frames need a MiniGrid-* or EpisodicMemory-* one)."""
 
 DEFAULT_MAZES: tuple[str, ...] = (
     random_maze_id(9),
@@ -243,7 +247,10 @@ def make_frame_env(env_id: str, frame_size: int = 32, view: str = "egocentric", 
     except (gymnasium.error.NameNotFound, gymnasium.error.NamespaceNotFound, gymnasium.error.VersionNotFound) as error:
         close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown env id {env_id!r}.{hint} Valid ids include: {', '.join(DEFAULT_MAZES)}.") from error
+        raise ValueError(
+            f"unknown env id {env_id!r}.{hint} Valid ids include: {', '.join(DEFAULT_MAZES)}; "
+            f"list the registered ids with `{LIST_ENVS_HINT}` (frames need a MiniGrid-* or EpisodicMemory-* id)."
+        ) from error
     if not isinstance(env.unwrapped, MiniGridEnv):
         env.close()
         raise ValueError(f"env id {env_id!r} is not a MiniGrid env; frames need one, e.g. {DEFAULT_MAZES[0]!r}")

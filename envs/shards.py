@@ -114,6 +114,8 @@ def load_shard(path: Path, layout_ids: list[str], frames_shape: tuple[int, int, 
     fix = f"re-run `{COLLECT_HINT}` with the same settings: it drops the bad shard and collects its layouts again"
     if not path.is_file():
         raise ValueError(f"shard {path.name} is listed in the manifest of {path.parent} but missing; {fix}")
+    if not zipfile.is_zipfile(path):  # else numpy tries to unpickle it and suggests allow_pickle=True: never do that here
+        raise ValueError(f"shard {path.name} in {path.parent} is corrupted (not an .npz archive); {fix}")
     try:
         with np.load(path, allow_pickle=False) as archive:
             frames = archive["frames"]

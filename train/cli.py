@@ -22,7 +22,7 @@ from envs.collect import CollectConfig, collect
 from envs.dataset import FrameDataset
 from episodic_memory import load_machine
 from train.config import add_config_arguments, config_from_args
-from train.evaluate import EvaluationConfig, evaluate_models
+from train.evaluate import EvaluationConfig, check_enough_layouts, evaluate_models
 from train.pretrain import PretrainConfig, pretrain, resolve_device
 from train.train_agent import TrainAgentConfig, evaluate_agent, train_agent
 
@@ -96,18 +96,40 @@ def _build_parser() -> argparse.ArgumentParser:
 def _evaluate(args: argparse.Namespace) -> dict:
     config = config_from_args(EvaluationConfig, args)
     device = resolve_device(args.device)
-    models = {}
+    paths = {}
     for item in args.model:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise ValueError(f"--model must look like NAME=PATH (e.g. dkm=runs/dkm/model.safetensors), got {item!r}")
-        models[name] = load_machine(path, map_location=device)
+        if name in paths:
+            raise ValueError(f"--model {name}: the name is given twice; give each model its own NAME")
+        paths[name] = path
+    models = {}
+    for name, path in paths.items():
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"--model {name}={path}: no such file; `episodic-memory pretrain --out DIR` writes DIR/model.safetensors"
+            )
+        try:
+            models[name] = load_machine(path, map_location=device)
+        except ValueError as error:
+            raise ValueError(
+                f"--model {name}={path}: {error}; pass a model.safetensors written by `episodic-memory pretrain`"
+            ) from error
     test = FrameDataset(args.data, split="test", test_fraction=args.test_fraction)
     for name, model in models.items():
         if tuple(model.input_shape) != tuple(test.frame_shape):
             raise ValueError(
-                f"model {name!r} expects frames of shape {tuple(model.input_shape)}, {args.data!r} holds {test.frame_shape}"
+                f"model {name!r} expects frames of shape {tuple(model.input_shape)}, {args.data!r} holds {test.frame_shape}: "
+                f"evaluate it on frames collected with --frame-size {model.input_shape[0]}"
             )
+        check_enough_layouts(
+            config,
+            model,
+            test.num_layouts,
+            f"the test split of {args.data!r}",
+            "collect more layouts into the dataset, raise --test-fraction, or pass --mode / --capacity-modes with fewer layouts",
+        )
     return evaluate_models(models, test.sample, Path(args.out), config)
 
 
@@ -133,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({name: entry["conditional_nll"] for name, entry in report["models"].items()}, indent=2))
         print(f"report and figures in {args.out}")
         return 0
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # user errors (bad options, missing or damaged files): a message, no traceback
         print(f"episodic-memory {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -33,6 +33,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from envs.dataset import parse_mode
 from episodic_memory.dkm import DynamicKanervaMachine
 from episodic_memory.machine import GenerativeMemory, MemoryMachine
 from episodic_memory.memory import MemoryState
@@ -44,6 +45,7 @@ __all__ = [
     "EvaluationConfig",
     "NOISES",
     "capacity_curve",
+    "check_enough_layouts",
     "conditional_nll",
     "denoising",
     "evaluate_models",
@@ -314,6 +316,26 @@ def sample_and_refine(
         params = model.decoder(z.flatten(0, 1))  # [B*S, *model_shape]
         frames = model.input_spec.from_model(model.likelihood.mode(params))  # [B*S, *input_shape]
         return model.attractor(state, frames.reshape(B, num_samples, *model.input_shape), steps)
+
+
+def check_enough_layouts(config: EvaluationConfig, model: MemoryMachine, num_layouts: int, where: str, fix: str) -> None:
+    """Raise ``ValueError`` before any work when a sampler mode of the evaluation needs more layouts than ``where`` has.
+
+    The evaluation draws episodes in ``config.mode`` and, for models with a memory, in each of
+    ``config.capacity_modes``; ``"layouts=n"`` needs n layouts.
+
+    :param num_layouts: layouts of the held-out split.
+    :param where: names the split in the message, e.g. ``"the test split of 'data/mazes'"``.
+    :param fix: what to do about it, appended to the message.
+    """
+    modes = [config.mode, *(config.capacity_modes if isinstance(model, GenerativeMemory) else ())]
+    needed = {mode: parse_mode(mode) or 1 for mode in modes}
+    too_many = [mode for mode, n in needed.items() if n > num_layouts]
+    if too_many:
+        raise ValueError(
+            f"the evaluation samples episodes in modes {too_many}, but {where} has only {num_layouts} layouts "
+            f"(it needs {max(needed.values())}); {fix}"
+        )
 
 
 def evaluate_models(

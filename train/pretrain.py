@@ -17,10 +17,13 @@ step) are written every ``checkpoint_every`` steps, at the end, and when SIGINT/
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import pickle
 import shutil
 import signal
 import time
+import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +35,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from envs.dataset import FrameDataset
+from envs.dataset import FrameDataset, parse_mode
 from episodic_memory import DynamicKanervaMachine, KanervaMachine, MemoryMachine, VariationalAutoencoder
 from train.config import field
-from train.evaluate import EvaluationConfig, evaluate_models, sample_and_refine
+from train.evaluate import EvaluationConfig, check_enough_layouts, evaluate_models, sample_and_refine
 from train.figures import image_grid, training_figures
 from train.tracking import RunLogger
 
@@ -91,6 +94,34 @@ class PretrainConfig:
         "offline", "wandb logging; offline runs upload later with `wandb sync`"
     )
     wandb_project: str = field("episodic-memory", "wandb project")
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else ()
+            if choices and getattr(self, f.name) not in choices:
+                raise ValueError(f"{f.name} must be one of {choices}, actual value: {getattr(self, f.name)!r}")
+        positive = ("code_size", "num_slots", "hidden_channels", "episode_length", "batch_size", "steps")
+        for name in (*positive, "checkpoint_every", "keep_checkpoints", "log_every"):
+            _check_int(name, getattr(self, name), minimum=1)
+        for name in ("image_every", "seed"):
+            _check_int(name, getattr(self, name), minimum=0)
+        for name, minimum in (("lr", None), ("grad_clip", 0.0)):
+            value = getattr(self, name)
+            if not _is_number(value) or not math.isfinite(value) or (value <= 0 if minimum is None else value < minimum):
+                rule = "a positive finite number" if minimum is None else f"a finite number >= {minimum}"
+                raise ValueError(f"{name} must be {rule}, actual value: {value!r}")
+        parse_mode(self.mode)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        rule = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {rule}, actual value: {value!r}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -160,15 +191,24 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: Path, config: PretrainConfig, device: torch.device) -> tuple[MemoryMachine, dict[str, Any]]:
-    """Model and trainer state of checkpoint ``path``; a corrupted or foreign checkpoint raises ValueError."""
+    """Model and trainer state of checkpoint ``path``; a missing, corrupted or foreign checkpoint raises ValueError."""
+    usage = "--resume takes a checkpoint directory OUT/checkpoints/step-NNNNNNN, or no value for the newest one in --out"
+    if not path.exists():
+        raise ValueError(f"no checkpoint at {str(path)!r}: the directory does not exist; {usage}")
+    if not path.is_dir():
+        raise ValueError(f"{str(path)!r} is a file, not a checkpoint directory; {usage}")
     hint = f"delete {str(path)!r} to resume from the checkpoint before it, or start afresh in another --out"
     try:
         model = MemoryMachine.load(path / "model.safetensors", map_location=device)
         trainer = torch.load(path / "trainer.pt", map_location=device, weights_only=False)
-    except (OSError, ValueError, RuntimeError, EOFError) as error:
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
         raise ValueError(f"checkpoint {str(path)!r} is corrupted or incomplete ({error}); {hint}") from error
     if not isinstance(trainer, dict) or trainer.get("format_version") != CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint {str(path)!r} is not a pretrain checkpoint of this version; {hint}")
+    if not {"step", "optimizer", "config"} <= set(trainer) or not isinstance(trainer["config"], dict):
+        raise ValueError(
+            f"checkpoint {str(path)!r} is corrupted or incomplete (trainer.pt lacks step, optimizer or config); {hint}"
+        )
     saved = trainer["config"]
     changed = {
         k: (saved.get(k), v) for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_CHANGES and saved.get(k) != v
@@ -176,7 +216,20 @@ def load_checkpoint(path: Path, config: PretrainConfig, device: torch.device) ->
     if changed:
         listing = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
         raise ValueError(
-            f"cannot resume {str(path)!r} with a different experiment ({listing}); only {sorted(RESUMABLE_CHANGES)} may change"
+            f"cannot resume {str(path)!r} with a different experiment ({listing}); only {sorted(RESUMABLE_CHANGES)} may change: "
+            "pass the options of that run again, or start a new run in another --out"
+        )
+    expected = build_model(config, model.input_shape)
+    if model.kind != expected.kind or model.config != expected.config:
+        differences = [f"{model.kind} vs {expected.kind}"] if model.kind != expected.kind else []
+        differences += [
+            f"{k}: {model.config[k]!r} vs {expected.config[k]!r}"
+            for k in sorted(set(model.config) & set(expected.config))
+            if model.config[k] != expected.config[k]
+        ]
+        raise ValueError(
+            f"checkpoint {str(path)!r} is inconsistent: its model.safetensors is not the model its trainer.pt describes "
+            f"({', '.join(differences)}); {hint}"
         )
     return model, trainer
 
@@ -236,7 +289,14 @@ def pretrain(config: PretrainConfig, resume: bool | str | os.PathLike[str] = Fal
     start_step, wandb_id = 0, None
     checkpoint = Path(resume) if isinstance(resume, (str, os.PathLike)) else (latest_checkpoint(out) if resume else None)
     if resume is True and checkpoint is None:
-        raise ValueError(f"--resume: no checkpoint in {str(out / 'checkpoints')!r}; run without --resume to start")
+        root = out / "checkpoints"
+        incomplete = sorted(p.name for p in root.glob("step-*") if p.is_dir()) if root.is_dir() else []
+        if incomplete:
+            raise ValueError(
+                f"--resume: no complete checkpoint in {str(root)!r}: {incomplete} lack trainer.pt; "
+                "delete them and run without --resume to start afresh, or choose another --out"
+            )
+        raise ValueError(f"--resume: no checkpoint in {str(root)!r}; run without --resume to start")
     if not resume and latest_checkpoint(out) is not None:
         raise ValueError(f"{str(out)!r} already holds checkpoints: pass --resume to continue that run, or choose another --out")
     if checkpoint is not None:
@@ -247,11 +307,25 @@ def pretrain(config: PretrainConfig, resume: bool | str | os.PathLike[str] = Fal
         model = build_model(config, dataset.frame_shape).to(device)
     if tuple(model.input_shape) != tuple(dataset.frame_shape):
         raise ValueError(
-            f"frames in {config.data!r} have shape {dataset.frame_shape}, the model expects {tuple(model.input_shape)}"
+            f"frames in {config.data!r} have shape {dataset.frame_shape}, the model expects {tuple(model.input_shape)}: "
+            "resume with --data of the frames it was trained on, or start a new run in another --out"
         )
+    layouts = parse_mode(config.mode)
+    if layouts is not None and layouts > dataset.num_layouts:
+        raise ValueError(
+            f"--mode {config.mode} needs {layouts} layouts per episode, the train split of {config.data!r} has "
+            f"{dataset.num_layouts}; pass a smaller n, or collect more layouts into it"
+        )
+    test = _evaluation_data(config, model) if is_main and config.evaluate else None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     if checkpoint is not None:
-        optimizer.load_state_dict(trainer_state["optimizer"])
+        try:
+            optimizer.load_state_dict(trainer_state["optimizer"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"checkpoint {str(checkpoint)!r} is corrupted: its optimizer state does not fit its model ({error}); "
+                f"delete it to resume from the checkpoint before it, or start afresh in another --out"
+            ) from error
     trainable = DistributedDataParallel(model) if world_size > 1 else model
 
     logger = RunLogger(
@@ -310,7 +384,7 @@ def pretrain(config: PretrainConfig, resume: bool | str | os.PathLike[str] = Fal
         "world_size": world_size,
     }
     if is_main and config.evaluate and stop.signal is None:
-        summary["evaluation"] = _evaluate(model, config, out)
+        summary["evaluation"] = _evaluate(model, config, out, test)
     logger.finish()
     if world_size > 1:
         dist.destroy_process_group()
@@ -344,10 +418,24 @@ def _training_images(model: MemoryMachine, dataset: FrameDataset, config: Pretra
         model.train()
 
 
-def _evaluate(model: MemoryMachine, config: PretrainConfig, out: Path) -> dict[str, Any]:
+def _evaluation_data(config: PretrainConfig, model: MemoryMachine) -> FrameDataset | str:
+    """The held-out frames of the evaluation at the end, checked before training; a string says why there are none."""
     try:
         test = FrameDataset(config.data, split="test", test_fraction=config.test_fraction)
     except ValueError as error:
-        warnings.warn(f"no evaluation: {error}", stacklevel=2)
-        return {"skipped": str(error)}
+        return str(error)  # an empty test split (e.g. test_fraction=0): the run goes on, without evaluation
+    check_enough_layouts(
+        EvaluationConfig(seed=config.seed),
+        model,
+        test.num_layouts,
+        f"the test split of {config.data!r}",
+        "pass --evaluate false, raise --test-fraction, or collect more layouts into the dataset",
+    )
+    return test
+
+
+def _evaluate(model: MemoryMachine, config: PretrainConfig, out: Path, test: FrameDataset | str | None) -> dict[str, Any]:
+    if not isinstance(test, FrameDataset):
+        warnings.warn(f"no evaluation: {test}", stacklevel=2)
+        return {"skipped": str(test)}
     return evaluate_models({config.model: model}, test.sample, out / "eval", EvaluationConfig(seed=config.seed))

@@ -27,6 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.builder import ALGORITHMS, AgentConfig, build_agent, make_agent_env
 from agents.callbacks import MemoryMetricsCallback
+from episodic_memory import DynamicKanervaMachine, KanervaMachine, read_checkpoint_header
 from train.config import field
 from train.tracking import RunLogger
 
@@ -65,8 +66,14 @@ class _RunLoggerOutput(KVWriter):
 def train_agent(config: TrainAgentConfig, progress: bool = True) -> dict[str, Any]:
     """Train as ``config`` says, save the agent, evaluate it; returns a summary."""
     out = Path(config.out)
+    _check_memory_checkpoint(
+        config,
+        "--memory-checkpoint",
+        f"`episodic-memory pretrain --model {config.memory} --out DIR` writes one to DIR/model.safetensors; "
+        "or leave out --memory-checkpoint for a fresh, untrained memory",
+    )
+    model = build_agent(config)  # before out is created: bad options leave no empty run directory behind
     out.mkdir(parents=True, exist_ok=True)
-    model = build_agent(config)
     run_logger = RunLogger(out, config.wandb_mode, config.wandb_project, dataclasses.asdict(config), out.name)
     model.set_logger(Logger(str(out), [CSVOutputFormat(str(out / "progress.csv")), _RunLoggerOutput(run_logger)]))
     callbacks: list[BaseCallback] = [
@@ -97,6 +104,27 @@ def train_agent(config: TrainAgentConfig, progress: bool = True) -> dict[str, An
     run_logger.finish()
     model.get_env().close()
     return summary
+
+
+def _check_memory_checkpoint(config: AgentConfig, source: str, if_missing: str) -> None:
+    """Fail with a message that says what to do when ``config.memory_checkpoint`` is missing, damaged or of another kind.
+
+    :param source: names the checkpoint in the message, e.g. ``"--memory-checkpoint"``.
+    :param if_missing: what to do when the file does not exist.
+    """
+    path = config.memory_checkpoint
+    wanted = {"dkm": DynamicKanervaMachine.kind, "km": KanervaMachine.kind}.get(config.memory)
+    if wanted is None or not path:
+        return
+    make_one = f"`episodic-memory pretrain --model {config.memory} --out DIR` writes one to DIR/model.safetensors"
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{source} {path!r}: no such file; {if_missing}")
+    try:
+        kind = read_checkpoint_header(path)["kind"]
+    except ValueError as error:
+        raise ValueError(f"{source} {path!r}: {error}; {make_one}") from error
+    if kind != wanted:
+        raise ValueError(f"{source} {path!r} holds a {kind}, but --memory {config.memory} needs a {wanted}; {make_one}")
 
 
 def run_episodes(
@@ -150,17 +178,38 @@ def evaluate_agent(agent: str | Path, episodes: int = 100, seed: int = 0, determ
     """
     agent = Path(agent)
     config_path = agent.parent / "agent_config.json"
+    if agent.is_dir():
+        raise FileNotFoundError(f"{str(agent)!r} is a directory; pass the agent.zip in it (--agent {agent / 'agent.zip'})")
     if not agent.is_file():
         raise FileNotFoundError(f"no agent at {str(agent)!r}; train one with `episodic-memory train-agent --out DIR`")
     if not config_path.is_file():
         raise FileNotFoundError(
             f"{str(config_path)!r} is missing: it is written by `episodic-memory train-agent` next to agent.zip"
         )
-    saved = json.loads(config_path.read_text())
-    config = AgentConfig(**{f.name: saved[f.name] for f in dataclasses.fields(AgentConfig) if f.name in saved})
-    config = dataclasses.replace(config, seed=seed, readouts=tuple(config.readouts))
+    retrain = "train the agent again with `episodic-memory train-agent`"
+    try:
+        saved = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{str(config_path)!r} is not valid JSON ({error}); {retrain}") from error
+    if not isinstance(saved, dict):
+        raise ValueError(f"{str(config_path)!r} must hold a JSON object of the agent's options; {retrain}")
+    try:
+        config = AgentConfig(**{f.name: saved[f.name] for f in dataclasses.fields(AgentConfig) if f.name in saved})
+        config = dataclasses.replace(config, seed=seed, readouts=tuple(config.readouts))
+        algo = ALGORITHMS[config.algo]
+    except (TypeError, KeyError) as error:
+        raise ValueError(f"{str(config_path)!r} holds invalid agent options ({error!r}); {retrain}") from error
+    _check_memory_checkpoint(
+        config,
+        f"the memory checkpoint of {str(config_path)!r}",
+        "the agent was trained with that memory: put the file back, or train the agent again",
+    )
     venv = make_agent_env(config)
-    model: BaseAlgorithm = ALGORITHMS[config.algo].load(agent, env=venv, device="cpu")
+    try:
+        model: BaseAlgorithm = algo.load(agent, env=venv, device="cpu")
+    except Exception as error:  # noqa: BLE001 - SB3 raises many kinds for a damaged zip; all mean the same to the user
+        venv.close()
+        raise ValueError(f"cannot load the agent {str(agent)!r} ({type(error).__name__}: {error}); {retrain}") from error
     returns, successes = run_episodes(model, venv, episodes, deterministic)
     venv.close()
     report = {
