@@ -48,9 +48,20 @@ class AgentConfig:
     memory_checkpoint: str | None = field(
         default=None, metadata={"help": "pretrained machine (episodic-memory pretrain); default: a fresh one"}
     )
-    frame_size: int = field(default=32, metadata={"help": "side of the egocentric RGB frames the agent and the memory see"})
+    frame_size: int = field(
+        default=32,
+        metadata={"help": "side of the egocentric RGB frames the agent sees (a memory checkpoint of another size resizes them)"},
+    )
     readouts: tuple[str, ...] = field(default=READOUTS, metadata={"help": "memory read-outs added to the observation"})
     attractor_steps: int = field(default=5, metadata={"help": "code-space attractor iterations of the retrieval read-out"})
+    novelty_reward: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight c of the episodic exploration bonus: reward += c * novelty / novelty under the empty memory, "
+            "about c for a view new to the episode and near 0 for one seen already; evaluation reports extrinsic "
+            "returns; 0 turns it off; needs a memory"
+        },
+    )
     code_size: int = field(default=100, metadata={"help": "code size of a fresh machine (ignored with --memory-checkpoint)"})
     num_slots: int = field(default=32, metadata={"help": "memory rows of a fresh machine (ignored with --memory-checkpoint)"})
     num_envs: int = field(default=8, metadata={"help": "parallel environments"})
@@ -64,14 +75,19 @@ class AgentConfig:
 
 
 def make_machine(config: AgentConfig, device: str | torch.device) -> GenerativeMemory:
-    """The memory's machine: the checkpoint if given, else a fresh DKM/KM for the agent's frames."""
+    """The memory's machine: the checkpoint if given, else a fresh DKM/KM for the agent's frames.
+
+    A checkpoint trained on frames of another size resizes the agent's frames itself (its saved
+    preprocessing); one that cannot read RGB frames at all is refused.
+    """
     if config.memory_checkpoint:
         machine = resolve_machine(config.memory_checkpoint, device)
-        expected = (config.frame_size, config.frame_size, 3)
-        if tuple(machine.input_shape) != expected:
+        frames = (config.frame_size, config.frame_size, 3)
+        problem = machine.input_spec.mismatch(frames)
+        if problem is not None:
             raise ValueError(
                 f"memory checkpoint {config.memory_checkpoint!r} reads frames of shape {tuple(machine.input_shape)}, "
-                f"the agent's frames are {expected}; set --frame-size {machine.input_shape[0]}"
+                f"it cannot read the agent's frames of shape {frames}: {problem}"
             )
         return machine
     torch.manual_seed(config.seed)
@@ -89,6 +105,11 @@ def _dict_frames(env: gymnasium.Env) -> gymnasium.Env:
 
 def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu") -> VecEnv:
     """``num_envs`` frame environments, vectorised, wrapped in :class:`VecEpisodicMemory` unless ``memory="none"``."""
+    if config.memory == "none" and config.novelty_reward != 0:
+        raise ValueError(
+            f"novelty_reward={config.novelty_reward!r} needs an episodic memory, but memory='none'; "
+            "set --memory dkm or km, or --novelty-reward 0"
+        )
     env_fns = [lambda: make_frame_env(config.env_id, frame_size=config.frame_size) for _ in range(config.num_envs)]
     if config.memory == "none":
         env_fns = [lambda fn=fn: _dict_frames(fn()) for fn in env_fns]
@@ -97,7 +118,12 @@ def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu") -> V
     if config.memory == "none":
         return venv
     return VecEpisodicMemory(
-        venv, make_machine(config, device), readouts=config.readouts, attractor_steps=config.attractor_steps, device=device
+        venv,
+        make_machine(config, device),
+        readouts=config.readouts,
+        attractor_steps=config.attractor_steps,
+        device=device,
+        novelty_reward=config.novelty_reward,
     )
 
 

@@ -16,14 +16,15 @@ class MemoryMetricsCallback(BaseCallback):
 
     Averaged over each rollout and written under ``memory/``: ``novelty`` (the surprise read-out),
     ``retrieval_error`` (relative distance of the attractor-cleaned code to the observation's
-    code) and ``step_ms`` (wall time of one batched memory step: encode, read-outs, write).
+    code) and ``step_ms`` (wall time of one batched memory step: encode, read-outs, write); with
+    an exploration bonus (``novelty_reward > 0``) also ``novelty_bonus``, the mean bonus per step.
     The training environment must contain a :class:`VecEpisodicMemory`.
     """
 
     def __init__(self, verbose: int = 0) -> None:
         super().__init__(verbose)
         self._memory: VecEpisodicMemory | None = None
-        self._values: dict[str, list[float]] = {"novelty": [], "retrieval_error": [], "step_ms": []}
+        self._values: dict[str, list[float]] = {"novelty": [], "retrieval_error": [], "step_ms": [], "novelty_bonus": []}
 
     def _on_training_start(self) -> None:
         memory = unwrap_vec_wrapper(self.training_env, VecEpisodicMemory)
@@ -38,6 +39,9 @@ class MemoryMetricsCallback(BaseCallback):
             self._values["novelty"].append(float(np.mean(new_obs["novelty"])))
         self._values["retrieval_error"].append(memory.core.retrieval_error())
         self._values["step_ms"].append(1e3 * memory.last_step_seconds)
+        infos = self.locals.get("infos") or []
+        if memory.core.novelty_reward > 0 and infos:
+            self._values["novelty_bonus"].append(float(np.mean([info["episodic_memory"]["novelty_bonus"] for info in infos])))
         return True
 
     def _on_rollout_end(self) -> None:

@@ -19,7 +19,7 @@ from episodic_memory.coders import build_coders
 from episodic_memory.likelihoods import make_likelihood
 from episodic_memory.machine import GenerativeMemory
 from episodic_memory.memory import KanervaMemory, MemoryState
-from episodic_memory.preprocessing import ChannelOrder, InputSpec
+from episodic_memory.preprocessing import ChannelOrder, InputSpec, ResizeMode
 
 __all__ = ["DynamicKanervaMachine"]
 
@@ -34,6 +34,9 @@ class DynamicKanervaMachine(GenerativeMemory):
     :param likelihood: ``"bernoulli"`` for binary frames, ``"gaussian"`` for real-valued ones, ``"logistic"``
         (discretised) for 8-bit frames.
     :param channel_order: ``"auto"`` (the end of size <= 4 holds the channels), ``"hwc"`` or ``"chw"``.
+    :param resize: how image frames of another height and width are resized to the model's:
+        ``"area"``, ``"bilinear"`` (antialiased) or ``"none"`` to refuse them (see
+        :mod:`episodic_memory.preprocessing`). Saved in the config; checkpoints without it read ``"area"``.
     :param hidden_channels: filters of every convolution (image inputs).
     :param hidden_size: width of the MLP layers (vector inputs).
     :param obs_noise_std: σξ of the memory's read noise.
@@ -57,6 +60,7 @@ class DynamicKanervaMachine(GenerativeMemory):
         likelihood: str = "bernoulli",
         *,
         channel_order: ChannelOrder = "auto",
+        resize: ResizeMode = "area",
         hidden_channels: int = 32,
         hidden_size: int = 256,
         obs_noise_std: float = 1.0,
@@ -66,13 +70,14 @@ class DynamicKanervaMachine(GenerativeMemory):
         super().__init__()
         if not (isinstance(w_std_init, (int, float)) and w_std_init > 0):
             raise ValueError(f"w_std_init must be a positive number, got {w_std_init!r}")
-        self.input_spec = InputSpec.from_shape(input_shape, channel_order)
+        self.input_spec = InputSpec.from_shape(input_shape, channel_order, resize)
         self.config = {
             "input_shape": list(self.input_spec.shape),
             "code_size": code_size,
             "num_slots": num_slots,
             "likelihood": likelihood,
             "channel_order": self.input_spec.channel_order,
+            "resize": self.input_spec.resize,
             "hidden_channels": hidden_channels,
             "hidden_size": hidden_size,
             "obs_noise_std": obs_noise_std,

@@ -24,7 +24,7 @@ from episodic_memory.coders import build_coders
 from episodic_memory.likelihoods import make_likelihood
 from episodic_memory.machine import GenerativeMemory
 from episodic_memory.memory import KanervaMemory, MemoryState
-from episodic_memory.preprocessing import ChannelOrder, InputSpec
+from episodic_memory.preprocessing import ChannelOrder, InputSpec, ResizeMode
 
 __all__ = ["KanervaMachine", "diagonal_normal_kl"]
 
@@ -69,6 +69,9 @@ class KanervaMachine(GenerativeMemory):
     :param address_size: S, the size of the keys ``b = f(y)`` and of the rows of A.
     :param y_size: size of the addressing variable y; None means ``code_size``.
     :param channel_order: ``"auto"`` (the end of size <= 4 holds the channels), ``"hwc"`` or ``"chw"``.
+    :param resize: how image frames of another height and width are resized to the model's:
+        ``"area"``, ``"bilinear"`` (antialiased) or ``"none"`` to refuse them (see
+        :mod:`episodic_memory.preprocessing`). Saved in the config; checkpoints without it read ``"area"``.
     :param hidden_channels: filters of every convolution (image inputs).
     :param hidden_size: width of the hidden layers of every MLP (coders for vector inputs, the
         posteriors and the key network f).
@@ -96,6 +99,7 @@ class KanervaMachine(GenerativeMemory):
         address_size: int = 50,
         y_size: int | None = None,
         channel_order: ChannelOrder = "auto",
+        resize: ResizeMode = "area",
         hidden_channels: int = 32,
         hidden_size: int = 256,
         y_input_noise_std: float = 0.2,
@@ -108,7 +112,7 @@ class KanervaMachine(GenerativeMemory):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not (isinstance(y_input_noise_std, (int, float)) and math.isfinite(y_input_noise_std) and y_input_noise_std >= 0):
             raise ValueError(f"y_input_noise_std must be a non-negative finite number, got {y_input_noise_std!r}")
-        self.input_spec = InputSpec.from_shape(input_shape, channel_order)
+        self.input_spec = InputSpec.from_shape(input_shape, channel_order, resize)
         self.config = {
             "input_shape": list(self.input_spec.shape),
             "code_size": code_size,
@@ -117,6 +121,7 @@ class KanervaMachine(GenerativeMemory):
             "address_size": address_size,
             "y_size": y_size,
             "channel_order": self.input_spec.channel_order,
+            "resize": self.input_spec.resize,
             "hidden_channels": hidden_channels,
             "hidden_size": hidden_size,
             "y_input_noise_std": y_input_noise_std,

@@ -33,7 +33,10 @@ class MemoryMachine(nn.Module):
 
     Subclasses build their networks from keyword arguments and record them in ``self.config``
     (JSON-serialisable), so that ``type(model)(**model.config)`` rebuilds the same architecture.
-    Episodes are ``x [B, T, *input_shape]``; see :mod:`episodic_memory.preprocessing`.
+    Episodes are ``x [B, T, *input_shape]``; image frames of another height and width (same
+    channels) are resized by the machine's own preprocessing (``config["resize"]``, see
+    :mod:`episodic_memory.preprocessing`), and what the machine returns in frame space
+    (reconstructions, attractor trajectories) is at its ``input_shape``.
     """
 
     kind: ClassVar[str]
@@ -79,12 +82,19 @@ class MemoryMachine(nn.Module):
     # Episodes in and out
     # ----------------------------------------------------------------------------------------
     def _frames_in(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        """Check an episode ``x [B, T, *input_shape]`` and return model frames ``[B*T, *model_shape]``."""
+        """Check an episode ``x [B, T, *frame_shape]`` and return model frames ``[B*T, *model_shape]``.
+
+        ``frame_shape`` is ``input_shape``, or for images another height and width that the
+        machine's preprocessing resizes (:meth:`InputSpec.to_model`).
+        """
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        shape = self.input_spec.shape
-        if x.dim() != 2 + len(shape) or tuple(x.shape[2:]) != shape:
-            raise ValueError(f"{name} must have shape [B, T, {', '.join(map(str, shape))}], got {tuple(x.shape)}")
+        spec = self.input_spec
+        problem = spec.mismatch(tuple(x.shape[2:]))
+        if problem is not None and x.dim() >= 2 and spec.mismatch(tuple(x.shape[1:])) is None:
+            problem = "the time axis T is missing (x[:, None] makes episodes of one frame)"
+        if problem is not None:
+            raise ValueError(f"{name} must have shape [B, T, {spec.accepted_shape}], got {tuple(x.shape)}: {problem}")
         if x.shape[0] < 1 or x.shape[1] < 1:
             raise ValueError(f"{name} must hold at least one episode of one frame, got {tuple(x.shape)}")
         if x.dtype != torch.uint8 and not x.dtype.is_floating_point:
@@ -101,7 +111,7 @@ class MemoryMachine(nn.Module):
         return self.input_spec.to_model(x.flatten(0, 1).to(self.device), self.dtype)
 
     def _frames_out(self, frames: torch.Tensor, B: int, T: int) -> torch.Tensor:
-        """Model frames ``[B*T, *model_shape]`` -> ``[B, T, *input_shape]`` floats."""
+        """Model frames ``[B*T, *model_shape]`` -> ``[B, T, *input_shape]`` floats (at the machine's size)."""
         return self.input_spec.from_model(frames).reshape(B, T, *self.input_spec.shape)
 
     # ----------------------------------------------------------------------------------------

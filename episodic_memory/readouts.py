@@ -1,7 +1,8 @@
 """The memory step of the RL wrappers: encode observations, read out, then write.
 
-Shapes: ``B`` environments, observations ``[B, *input_shape]`` (as the machine was trained on),
-codes ``[B, C]``, a memory ``[K, C]`` per environment.
+Shapes: ``B`` environments, observations ``[B, *input_shape]`` (the machine's input shape, or
+images of another height and width that the machine's preprocessing resizes), codes ``[B, C]``,
+a memory ``[K, C]`` per environment.
 
 For every environment step the observation is encoded (``z = e(x)``), the read-outs are computed
 from the memory *before* this observation is written, then ``z`` is written (DKM Algorithm 1,
@@ -14,10 +15,31 @@ one code). Read-outs:
   ``(z, μw)`` under the linear Gaussian memory, up to a constant): small for codes the memory
   already holds, large for new ones;
 - ``memory [B, K, C]``: the posterior mean R, a fixed-size summary of the episode before this step.
+
+Optional exploration bonus, the episodic term of Never Give Up (Badia et al., ICLR 2020) with
+the memory's novelty in place of NGU's nearest-neighbour kernel: with ``novelty_reward = c > 0``,
+
+    bonus_t = c · n_t / n⁰_t,
+
+``n_t`` the ``novelty`` read-out of the observation a step led to (memory before its write) and
+``n⁰_t`` the novelty of the same code under the prior, the empty memory every episode starts
+from. The raw novelty's scale depends on the machine (code size and norm, σξ: tens to thousands
+of nats for a pretrained DKM); the ratio does not. It is the part of the observation's surprise
+that this episode's memory has not explained yet: 1 for the first observation of an episode,
+near 1 for a view unlike anything written since, towards 0 for one the memory holds already
+(a pretrained 32 x 32 DKM gives new MiniGrid views about 0.3 to 0.5 and revisited ones about
+0.04). It can exceed 1 when the episode's writes moved the memory away from a code the prior
+fitted. So ``c`` is the bonus of a view new to the episode, on the scale of the extrinsic reward.
+
+NGU makes its kernel scale-free by dividing distances by a running mean over training. Dividing
+by the prior's novelty instead makes every bonus a function of the episode alone, so a seeded
+episode repeats exactly, rewards included (Gymnasium's ``check_env`` checks this), and the
+bonus does not drift as training goes on.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Literal
@@ -26,9 +48,10 @@ import numpy as np
 import torch
 
 from episodic_memory.machine import GenerativeMemory, load_machine
-from episodic_memory.online import OnlineMemory
+from episodic_memory.memory import KanervaMemory
+from episodic_memory.online import OnlineMemory, StepReadout
 
-__all__ = ["READOUTS", "Readout", "EpisodicMemoryCore", "resolve_machine"]
+__all__ = ["READOUTS", "Readout", "EpisodicMemoryCore", "check_novelty_reward", "resolve_machine"]
 
 Readout = Literal["retrieval", "novelty", "memory"]
 READOUTS: tuple[Readout, ...] = ("retrieval", "novelty", "memory")
@@ -45,6 +68,24 @@ def resolve_machine(machine: GenerativeMemory | str | os.PathLike[str], device: 
     return machine.to(device).eval()
 
 
+def check_novelty_reward(novelty_reward: float) -> float:
+    """``novelty_reward`` as a float, or ValueError: the weight of an exploration bonus is a finite number >= 0."""
+    if (
+        isinstance(novelty_reward, bool)
+        or not isinstance(novelty_reward, (int, float))
+        or not (math.isfinite(novelty_reward) and novelty_reward >= 0)
+    ):
+        raise ValueError(f"novelty_reward must be a finite number >= 0 (0 turns the bonus off), got {novelty_reward!r}")
+    return float(novelty_reward)
+
+
+def _novelty(memory: KanervaMemory, z: torch.Tensor, readout: StepReadout) -> torch.Tensor:
+    """``½|z − μwᵀR|²/σξ² + ½|μw|²/σw0²`` (DKM eq. 5 at μw) of codes ``z [B, C]``: ``[B]``."""
+    error = ((z - readout.read) ** 2).sum(-1) / (2 * memory.obs_noise_var)  # [B]
+    prior = (readout.weights**2).sum(-1) / (2 * memory.w_prior_std**2)  # [B]
+    return error + prior
+
+
 class EpisodicMemoryCore:
     """B episodic memories fed one observation per environment step (no autograd).
 
@@ -52,6 +93,8 @@ class EpisodicMemoryCore:
     :param batch_size: B, the number of environments.
     :param readouts: which read-outs :meth:`step` returns (a subset of :data:`READOUTS`).
     :param attractor_steps: code-space attractor iterations of the ``retrieval`` read-out.
+    :param novelty_reward: ``c >= 0``, the weight of the exploration bonus ``c · n_t / n⁰_t`` that
+        :meth:`step` leaves in :attr:`last_bonus` (module docstring); 0 turns it off.
     """
 
     def __init__(
@@ -60,6 +103,7 @@ class EpisodicMemoryCore:
         batch_size: int,
         readouts: Sequence[Readout] = READOUTS,
         attractor_steps: int = 5,
+        novelty_reward: float = 0.0,
     ) -> None:
         unknown = sorted(set(readouts) - set(READOUTS))
         if unknown or not readouts or len(set(readouts)) != len(readouts):
@@ -69,9 +113,14 @@ class EpisodicMemoryCore:
         self.machine = machine
         self.readouts = tuple(readouts)
         self.attractor_steps = attractor_steps
+        self.novelty_reward = check_novelty_reward(novelty_reward)
         self.online = OnlineMemory(machine.memory, batch_size)
         self.last_code: torch.Tensor | None = None  # codes of the latest step [B, C], for metrics
         self.last_retrieval: torch.Tensor | None = None  # their retrievals [B, C]
+        self.last_novelty = np.zeros(batch_size, np.float32)  # novelty of the latest step [B], as the read-out
+        self.last_bonus = np.zeros(batch_size, np.float32)  # its exploration bonus [B] (zeros when novelty_reward is 0)
+        # Never written: the prior every episode starts from, against which n⁰ is read.
+        self._prior = OnlineMemory(machine.memory, batch_size) if self.novelty_reward > 0 else None
 
     @property
     def batch_size(self) -> int:
@@ -102,6 +151,10 @@ class EpisodicMemoryCore:
     def step(self, observations: np.ndarray | torch.Tensor, write: bool = True) -> dict[str, np.ndarray]:
         """Read-outs of ``observations [B, *input_shape]`` from the memories as they are, then write them.
 
+        Also leaves the novelty of every observation in :attr:`last_novelty` ``[B]`` (the
+        ``novelty`` read-out, computed whether or not it is selected) and its exploration bonus
+        ``c · n_t / n⁰_t`` in :attr:`last_bonus` ``[B]``.
+
         :param write: False to only read (e.g. the last observation of an episode that just ended).
         :return: float32 arrays ``{name: [B, *shape]}`` for the selected read-outs.
         """
@@ -113,12 +166,15 @@ class EpisodicMemoryCore:
         self.last_code, self.last_retrieval = z, readout.retrieval
         if "retrieval" in self.readouts:
             out["retrieval"] = readout.retrieval
-        if "novelty" in self.readouts:
-            memory = self.machine.memory
-            error = ((z - readout.read) ** 2).sum(-1) / (2 * memory.obs_noise_var)  # [B]
-            prior = (readout.weights**2).sum(-1) / (2 * memory.w_prior_std**2)  # [B]
-            out["novelty"] = (error + prior)[:, None]  # DKM eq. 5 at μw [B, 1]
-        return {name: out[name].to("cpu", torch.float32).numpy() for name in self.readouts}
+        novelty = _novelty(self.machine.memory, z, readout)  # DKM eq. 5 at μw [B]
+        out["novelty"] = novelty[:, None]  # [B, 1]
+        if self._prior is not None:
+            novelty_0 = _novelty(self.machine.memory, z, self._prior.peek(z, 1))  # under the prior [B]
+            bonus = self.novelty_reward * novelty / novelty_0.clamp_min(torch.finfo(novelty_0.dtype).tiny)
+            self.last_bonus = bonus.to("cpu", torch.float32).numpy()
+        arrays = {name: value.to("cpu", torch.float32).numpy() for name, value in out.items()}
+        self.last_novelty = arrays["novelty"][:, 0]
+        return {name: arrays[name] for name in self.readouts}
 
     def reset(self, mask: np.ndarray | torch.Tensor | None = None) -> None:
         """Return the memories of the environments where ``mask [B]`` is True (all if None) to the prior."""

@@ -18,7 +18,7 @@ import torch
 from episodic_memory.coders import build_coders
 from episodic_memory.likelihoods import make_likelihood
 from episodic_memory.machine import MemoryMachine
-from episodic_memory.preprocessing import ChannelOrder, InputSpec
+from episodic_memory.preprocessing import ChannelOrder, InputSpec, ResizeMode
 
 __all__ = ["VariationalAutoencoder"]
 
@@ -36,6 +36,9 @@ class VariationalAutoencoder(MemoryMachine):
     :param likelihood: ``"bernoulli"`` for binary frames, ``"gaussian"`` for real-valued ones, ``"logistic"``
         (discretised) for 8-bit frames.
     :param channel_order: ``"auto"`` (the end of size <= 4 holds the channels), ``"hwc"`` or ``"chw"``.
+    :param resize: how image frames of another height and width are resized to the model's:
+        ``"area"``, ``"bilinear"`` (antialiased) or ``"none"`` to refuse them (see
+        :mod:`episodic_memory.preprocessing`). Saved in the config; checkpoints without it read ``"area"``.
     :param hidden_channels: filters of every convolution (image inputs).
     :param hidden_size: width of the MLP layers (vector inputs).
 
@@ -54,6 +57,7 @@ class VariationalAutoencoder(MemoryMachine):
         likelihood: str = "bernoulli",
         *,
         channel_order: ChannelOrder = "auto",
+        resize: ResizeMode = "area",
         hidden_channels: int = 32,
         hidden_size: int = 256,
     ) -> None:
@@ -61,12 +65,13 @@ class VariationalAutoencoder(MemoryMachine):
         for name, value in (("code_size", code_size), ("hidden_channels", hidden_channels), ("hidden_size", hidden_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        self.input_spec = InputSpec.from_shape(input_shape, channel_order)
+        self.input_spec = InputSpec.from_shape(input_shape, channel_order, resize)
         self.config = {
             "input_shape": list(self.input_spec.shape),
             "code_size": code_size,
             "likelihood": likelihood,
             "channel_order": self.input_spec.channel_order,
+            "resize": self.input_spec.resize,
             "hidden_channels": hidden_channels,
             "hidden_size": hidden_size,
         }

@@ -8,6 +8,12 @@ they return for it is the first of the next episode, and the last observation of
 is in ``infos[i]["terminal_observation"]``. This wrapper reads that terminal observation from the
 finished episode's memory (read-outs only, no write), then returns exactly those memories to the
 prior, and writes the new episode's first observation into its fresh memory.
+
+With ``novelty_reward > 0`` the reward of a step gains the exploration bonus of the observation
+the step led to: the new observation, or for a finished sub-environment its terminal
+observation (read from the finished episode's memory), never the first observation of the next
+episode. ``infos[i]["episodic_memory"]`` holds ``extrinsic_reward`` and ``novelty_bonus`` at
+every step, so that evaluations can report the extrinsic return.
 """
 
 from __future__ import annotations
@@ -32,8 +38,13 @@ __all__ = ["VecEpisodicMemory"]
 class VecEpisodicMemory(VecEnvWrapper):
     """Adds episodic-memory read-outs to the observations of every sub-environment of ``venv``.
 
-    Same parameters as :class:`~episodic_memory.wrappers.EpisodicMemoryWrapper`; the memories of
-    the ``venv.num_envs`` sub-environments are stepped together in one batched call.
+    Same parameters as :class:`~episodic_memory.wrappers.EpisodicMemoryWrapper` (``novelty_reward``
+    included: rewards become ``extrinsic + c · n_t / n⁰_t``); the memories of the ``venv.num_envs``
+    sub-environments are stepped together in one batched call.
+
+    Wrap a :class:`~stable_baselines3.common.vec_env.VecMonitor` *inside* this wrapper (or a
+    ``Monitor`` around each environment) to log extrinsic episode returns; one outside it logs the
+    shaped rewards.
     """
 
     def __init__(
@@ -44,8 +55,9 @@ class VecEpisodicMemory(VecEnvWrapper):
         attractor_steps: int = 5,
         obs_key: str | None = None,
         device: str | torch.device = "cpu",
+        novelty_reward: float = 0.0,
     ) -> None:
-        self.core = EpisodicMemoryCore(resolve_machine(machine, device), venv.num_envs, readouts, attractor_steps)
+        self.core = EpisodicMemoryCore(resolve_machine(machine, device), venv.num_envs, readouts, attractor_steps, novelty_reward)
         self.obs_key = obs_key
         self.last_step_seconds = 0.0  # wall time of the latest batched memory step
         observation_space, _ = memory_observation_space(venv.observation_space, self.core, obs_key)
@@ -60,21 +72,33 @@ class VecEpisodicMemory(VecEnvWrapper):
         obs, rewards, dones, infos = self.venv.step_wait()
         start = time.perf_counter()
         done = np.asarray(dones, dtype=bool)
+        terminal_bonus = np.zeros(self.num_envs, np.float32)  # of finished sub-environments' last observations
         if done.any():
-            self._transform_terminal_observations(obs, done, infos)
+            terminal_bonus = self._transform_terminal_observations(obs, done, infos)
             self.core.reset(done)
         augmented = self._observe(obs, write=True)
+        # the bonus of the observation each step led to: the new one, or the terminal one of a finished episode
+        bonus = np.where(done, terminal_bonus, self.core.last_bonus).astype(rewards.dtype)  # [num_envs]
+        for i, info in enumerate(infos):
+            info["episodic_memory"] = {"extrinsic_reward": float(rewards[i]), "novelty_bonus": float(bonus[i])}
+        if self.core.novelty_reward > 0:
+            rewards = rewards + bonus
         self.last_step_seconds = time.perf_counter() - start
         return augmented, rewards, dones, infos
 
     def _observe(self, obs: VecEnvObs, write: bool) -> dict[str, np.ndarray]:
         return with_readouts(obs, self.core.step(frames_of(obs, self.obs_key), write=write), self.obs_key)
 
-    def _transform_terminal_observations(self, obs: VecEnvObs, done: np.ndarray, infos: list[dict[str, Any]]) -> None:
-        """Replace each finished sub-environment's ``terminal_observation`` by its wrapped form, read from its old memory."""
+    def _transform_terminal_observations(self, obs: VecEnvObs, done: np.ndarray, infos: list[dict[str, Any]]) -> np.ndarray:
+        """Replace each finished sub-environment's ``terminal_observation`` by its wrapped form, read from its old memory.
+
+        Returns the exploration bonus ``[num_envs]`` of those terminal observations (0 elsewhere,
+        and for a finished sub-environment that reports no terminal observation).
+        """
+        bonus = np.zeros(self.num_envs, np.float32)
         finished = [i for i in np.flatnonzero(done) if "terminal_observation" in infos[i]]
         if not finished:
-            return
+            return bonus
         frames = frames_of(obs, self.obs_key).copy()  # rows of unfinished sub-environments are read and discarded
         for i in finished:
             frames[i] = frames_of(infos[i]["terminal_observation"], self.obs_key)
@@ -82,3 +106,5 @@ class VecEpisodicMemory(VecEnvWrapper):
         for i in finished:
             readouts_i = {name: value[i] for name, value in readouts.items()}
             infos[i]["terminal_observation"] = with_readouts(infos[i]["terminal_observation"], readouts_i, self.obs_key)
+            bonus[i] = self.core.last_bonus[i]
+        return bonus

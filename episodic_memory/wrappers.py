@@ -4,6 +4,11 @@ Every episode starts from the memory prior; at every step the observation is enc
 are computed from the memory before it is written, then it is written (see
 :mod:`episodic_memory.readouts`). Reads are deterministic (posterior means), so seeded resets
 repeat exactly.
+
+The frames go to the machine as they are: the machine's own preprocessing (saved in its config)
+scales them and resizes images of another height and width to the size it was trained on.
+With ``novelty_reward > 0`` every step's reward gains an episodic exploration bonus; the
+extrinsic reward and the bonus are reported in ``info["episodic_memory"]``.
 """
 
 from __future__ import annotations
@@ -41,9 +46,13 @@ def memory_observation_space(
     """The wrapped ``Dict`` space and the space of the frames the memory reads.
 
     A ``Box`` observation becomes ``{"observation": box, **read-outs}``; a ``Dict`` observation keeps
-    its keys and gains the read-outs, its frames being ``obs[obs_key]``.
+    its keys and gains the read-outs, its frames being ``obs[obs_key]``. The read-out boxes are
+    unbounded (codes and the memory's mean have no a priori bound) except for novelty, which is
+    a sum of squares and so lies in ``[0, inf)``.
 
-    :raises ValueError: when the frames do not match the machine's input shape or dtype, or keys clash.
+    :raises ValueError: when the machine cannot read the frames (another rank, channel count or
+        vector size than its input shape; images of another height and width are fine, the
+        machine resizes them), their dtype is neither uint8 nor floating point, or keys clash.
     """
     if isinstance(observation_space, spaces.Dict):
         if obs_key is None or obs_key not in observation_space.spaces:
@@ -58,18 +67,19 @@ def memory_observation_space(
         base, frames = {"observation": observation_space}, observation_space
     if not isinstance(frames, spaces.Box):
         raise ValueError(f"the memory reads Box frames, got {frames}")
-    expected = tuple(core.machine.input_shape)
-    if tuple(frames.shape) != expected:
+    problem = core.machine.input_spec.mismatch(tuple(frames.shape))
+    if problem is not None:
         raise ValueError(
-            f"observation frames of shape {tuple(frames.shape)} do not fit the memory's machine, which expects {expected}; "
-            "train (or load) a machine for this frame shape"
+            f"observation frames of shape {tuple(frames.shape)} do not fit the memory's machine, which expects "
+            f"{tuple(core.machine.input_shape)}: {problem}; train (or load) a machine for these frames"
         )
     if frames.dtype != np.uint8 and not np.issubdtype(frames.dtype, np.floating):
         raise ValueError(f"the memory reads uint8 or floating point frames, got dtype {frames.dtype}")
     clash = sorted(set(base) & set(core.readouts))
     if clash:
         raise ValueError(f"observation keys {clash} clash with the memory read-outs; rename them first")
-    readouts = {name: spaces.Box(-np.inf, np.inf, shape, np.float32) for name, shape in core.shapes().items()}
+    low = {"novelty": 0.0}  # a sum of squares; the other read-outs have no a priori bound
+    readouts = {name: spaces.Box(low.get(name, -np.inf), np.inf, shape, np.float32) for name, shape in core.shapes().items()}
     return spaces.Dict({**base, **readouts}), frames
 
 
@@ -77,12 +87,21 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
     """Adds episodic-memory read-outs to the observations of one environment.
 
     :param env: the environment; its observations (or ``obs[obs_key]``) are frames of the
-        machine's ``input_shape``.
+        machine's ``input_shape``, or images of another height and width with the same channels,
+        which the machine's preprocessing resizes (e.g. MiniGrid's 56 x 56 RGB views for a
+        machine trained on 32 x 32 frames).
     :param machine: a trained (or freshly built) DKM or KM, or the path of its checkpoint.
     :param readouts: any of ``"retrieval"`` (C floats), ``"novelty"`` (1 float), ``"memory"`` (K x C).
     :param attractor_steps: code-space attractor iterations of ``retrieval``.
     :param obs_key: the key of the frames for ``Dict`` observations.
     :param device: where the memory runs.
+    :param novelty_reward: ``c >= 0``. Every step's reward becomes ``extrinsic + c · n_t / n⁰_t``:
+        ``n_t`` is the novelty read-out of the new observation (memory before its write, computed
+        whether or not ``"novelty"`` is a selected read-out), ``n⁰_t`` its novelty under the empty
+        memory. The ratio is about 1 for a view new to the episode and near 0 for one it has
+        seen, so ``c`` is the bonus of a new view (see :mod:`episodic_memory.readouts`). 0 (the
+        default) leaves rewards untouched. Each step's ``info["episodic_memory"]`` holds
+        ``novelty``, ``extrinsic_reward`` and ``novelty_bonus``.
 
     Example::
 
@@ -100,12 +119,19 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
         attractor_steps: int = 5,
         obs_key: str | None = None,
         device: str | torch.device = "cpu",
+        novelty_reward: float = 0.0,
     ) -> None:
         gymnasium.utils.RecordConstructorArgs.__init__(
-            self, machine=machine, readouts=readouts, attractor_steps=attractor_steps, obs_key=obs_key, device=device
+            self,
+            machine=machine,
+            readouts=readouts,
+            attractor_steps=attractor_steps,
+            obs_key=obs_key,
+            device=device,
+            novelty_reward=novelty_reward,
         )
         gymnasium.Wrapper.__init__(self, env)
-        self.core = EpisodicMemoryCore(resolve_machine(machine, device), 1, readouts, attractor_steps)
+        self.core = EpisodicMemoryCore(resolve_machine(machine, device), 1, readouts, attractor_steps, novelty_reward)
         self.obs_key = obs_key
         self.last_step_seconds = 0.0  # wall time of the latest memory step (encode, read-outs, write)
         self.observation_space, _ = memory_observation_space(env.observation_space, self.core, obs_key)
@@ -118,13 +144,17 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         obs, info = self._observe(obs, info)
+        bonus = float(self.core.last_bonus[0])
+        info["episodic_memory"].update(extrinsic_reward=float(reward), novelty_bonus=bonus)
+        if self.core.novelty_reward > 0:
+            reward = float(reward) + bonus
         return obs, reward, terminated, truncated, info
 
     def _observe(self, obs: Any, info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         start = time.perf_counter()
         readouts = self.core.step(frames_of(obs, self.obs_key)[None])
         self.last_step_seconds = time.perf_counter() - start  # not in info: info must repeat exactly under a seed
-        stats = {"novelty": float(readouts["novelty"][0, 0])} if "novelty" in readouts else {}
+        stats = {"novelty": float(self.core.last_novelty[0])}
         return with_readouts(obs, {name: value[0] for name, value in readouts.items()}, self.obs_key), {
             **info,
             "episodic_memory": stats,
@@ -137,7 +167,10 @@ class EpisodicMemoryVectorWrapper(gymnasium.vector.VectorWrapper):
     Under ``AutoresetMode.NEXT_STEP`` (Gymnasium's default), a sub-environment whose episode ended
     on step t returns the first observation of its next episode on step t + 1. That observation
     starts a fresh memory (the prior) and is never written into the old one. Same parameters as
-    :class:`EpisodicMemoryWrapper`; all memories are stepped in one batched call.
+    :class:`EpisodicMemoryWrapper`; all memories are stepped in one batched call. With
+    ``novelty_reward > 0`` the rewards gain the bonus of each new observation, except on a
+    sub-environment's reset step (no transition, reward 0); ``info["episodic_memory"]`` holds
+    ``extrinsic_reward`` and ``novelty_bonus`` arrays (with Gymnasium's ``_``-prefixed masks).
     """
 
     def __init__(
@@ -148,12 +181,13 @@ class EpisodicMemoryVectorWrapper(gymnasium.vector.VectorWrapper):
         attractor_steps: int = 5,
         obs_key: str | None = None,
         device: str | torch.device = "cpu",
+        novelty_reward: float = 0.0,
     ) -> None:
         super().__init__(env)
         mode = env.metadata.get("autoreset_mode", gymnasium.vector.AutoresetMode.NEXT_STEP)
         if mode != gymnasium.vector.AutoresetMode.NEXT_STEP:
             raise ValueError(f"EpisodicMemoryVectorWrapper needs autoreset_mode=NEXT_STEP, the vector environment uses {mode}")
-        self.core = EpisodicMemoryCore(resolve_machine(machine, device), env.num_envs, readouts, attractor_steps)
+        self.core = EpisodicMemoryCore(resolve_machine(machine, device), env.num_envs, readouts, attractor_steps, novelty_reward)
         self.obs_key = obs_key
         self.single_observation_space, _ = memory_observation_space(env.single_observation_space, self.core, obs_key)
         self.observation_space = gymnasium.vector.utils.batch_space(self.single_observation_space, env.num_envs)
@@ -176,6 +210,20 @@ class EpisodicMemoryVectorWrapper(gymnasium.vector.VectorWrapper):
         if self._starts_episode.any():
             self.core.reset(self._starts_episode)  # these observations are the first of new episodes
         augmented = self._observe(obs)
+        bonus = np.where(self._starts_episode, 0.0, self.core.last_bonus)  # a reset step has no transition to reward
+        every = np.ones(self.num_envs, dtype=bool)
+        info = {
+            **info,
+            "episodic_memory": {
+                "extrinsic_reward": np.asarray(rewards).copy(),
+                "_extrinsic_reward": every,
+                "novelty_bonus": bonus,
+                "_novelty_bonus": every,
+            },
+            "_episodic_memory": every,
+        }
+        if self.core.novelty_reward > 0:
+            rewards = rewards + bonus
         self._starts_episode = np.logical_or(terminations, truncations)
         return augmented, rewards, terminations, truncations, info
 

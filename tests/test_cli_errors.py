@@ -463,14 +463,16 @@ class TestTrainAgent:
                 f"holds a {kind}, but --memory {memory} needs a",
             )
 
-    def test_memory_checkpoint_of_another_frame_shape(self, run, tmp_path, capsys):
-        argv = ["--memory-checkpoint", str(run / "model.safetensors"), "--out", str(tmp_path / "agent"), *AGENT]
-        with nothing_written(tmp_path, run):
+    def test_memory_checkpoint_that_cannot_read_rgb_frames(self, tmp_path, capsys):
+        gray = tmp_path / "gray.safetensors"
+        DynamicKanervaMachine((16, 16, 1), code_size=4, num_slots=3, likelihood="gaussian", hidden_channels=4).save(gray)
+        argv = ["--memory-checkpoint", str(gray), "--out", str(tmp_path / "agent"), *AGENT]
+        with nothing_written(tmp_path):
             fails(
                 capsys,
                 "train-agent",
-                [*argv, "--frame-size", "8"],
-                re.escape("reads frames of shape (16, 16, 3), the agent's frames are (8, 8, 3); set --frame-size 16"),
+                argv,
+                re.escape(f"reads frames of shape (16, 16, 1), it cannot read the agent's frames of shape ({FRAME}, {FRAME}, 3)"),
             )
 
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
+from stable_baselines3.common.vec_env import DummyVecEnv
 
+from agents.builder import make_agent_env
+from envs.mazes import make_frame_env
 from episodic_memory import DynamicKanervaMachine
+from episodic_memory.vec_env import VecEpisodicMemory
 from train.cli import main
-from train.train_agent import TrainAgentConfig, evaluate_agent, train_agent
+from train.config import add_config_arguments, config_from_args
+from train.train_agent import TrainAgentConfig, evaluate_agent, run_episodes, train_agent
 
 
 def tiny(out, **changes) -> TrainAgentConfig:
@@ -31,15 +38,20 @@ def tiny(out, **changes) -> TrainAgentConfig:
     return replace(config, **changes)
 
 
-@pytest.mark.parametrize(("algo", "memory"), [("ppo", "dkm"), ("ppo", "none"), ("a2c", "km"), ("recurrent_ppo", "none")])
-def test_trains_saves_checkpoints_and_evaluates(tmp_path, algo, memory):
-    summary = train_agent(tiny(tmp_path, algo=algo, memory=memory), progress=False)
+@pytest.mark.parametrize(
+    ("algo", "memory", "novelty_reward"),
+    [("ppo", "dkm", 0.0), ("ppo", "none", 0.0), ("a2c", "km", 0.5), ("recurrent_ppo", "none", 0.0)],
+)
+def test_trains_saves_checkpoints_and_evaluates(tmp_path, algo, memory, novelty_reward):
+    summary = train_agent(tiny(tmp_path, algo=algo, memory=memory, novelty_reward=novelty_reward), progress=False)
     assert summary["steps"] >= 64
     assert (tmp_path / "agent.zip").is_file() and any((tmp_path / "checkpoints").glob("agent_*_steps.zip"))
     report = json.loads((tmp_path / "evaluation.json").read_text())
     assert report["episodes"] == 2 and 0.0 <= report["success_rate"] <= 1.0 and report["memory"] == memory
+    assert 0.0 <= report["mean_return"] <= 1.0  # MiniGrid's extrinsic return, without the bonus
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any(("memory/novelty" in r) == (memory != "none") for r in logged)
+    assert any("memory/novelty_bonus" in r for r in logged) == (novelty_reward > 0)
 
 
 def test_same_seed_same_agent(tmp_path):
@@ -52,12 +64,58 @@ def test_same_seed_same_agent(tmp_path):
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
 
 
-def test_pretrained_memory_checkpoint_of_another_frame_size(tmp_path):
+def test_pretrained_memory_checkpoint_of_another_frame_size_resizes_the_frames(tmp_path):
+    torch.manual_seed(0)
     path = DynamicKanervaMachine((32, 32, 3), code_size=8, num_slots=4, hidden_channels=4).save(tmp_path / "m.safetensors")
+    venv = make_agent_env(tiny(tmp_path / "run", memory_checkpoint=str(path)))
+    obs = venv.reset()
+    assert obs["observation"].shape == (2, 16, 16, 3) and obs["retrieval"].shape == (2, 8)  # 16 x 16 frames, a 32 x 32 memory
+    venv.close()
+
+
+def test_pretrained_memory_checkpoint_that_cannot_read_rgb_frames(tmp_path):
+    path = DynamicKanervaMachine((32, 32, 1), code_size=8, num_slots=4, hidden_channels=4).save(tmp_path / "m.safetensors")
     with pytest.raises(
-        ValueError, match=r"reads frames of shape \(32, 32, 3\), the agent's frames are \(16, 16, 3\); set --frame-size 32"
+        ValueError,
+        match=r"reads frames of shape \(32, 32, 1\), it cannot read the agent's frames of shape \(16, 16, 3\): .*have 3 channels",
     ):
         train_agent(tiny(tmp_path / "run", memory_checkpoint=str(path)), progress=False)
+
+
+def test_novelty_reward_flag_and_its_need_for_a_memory(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, TrainAgentConfig)
+    assert config_from_args(TrainAgentConfig, parser.parse_args(["--novelty-reward", "0.01"])).novelty_reward == 0.01
+    assert TrainAgentConfig().novelty_reward == 0.0
+    with pytest.raises(ValueError, match=r"novelty_reward=0.01 needs an episodic memory, but memory='none'"):
+        train_agent(tiny(tmp_path, memory="none", novelty_reward=0.01), progress=False)
+
+
+class RouteToTheGoal:
+    """A scripted agent for MiniGrid-Empty-5x5: two cells east, turn south, two cells (the goal, reward 0.955)."""
+
+    route = (2, 2, 1, 2, 2)
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        steps = np.zeros(len(episode_start), dtype=int) if state is None else state
+        steps = np.where(episode_start, 0, steps)
+        return np.array([self.route[t % len(self.route)] for t in steps]), steps + 1
+
+
+def test_evaluation_reports_the_extrinsic_return_of_agents_trained_with_a_bonus():
+    torch.manual_seed(0)
+    machine = DynamicKanervaMachine((16, 16, 3), code_size=8, num_slots=4, likelihood="gaussian", hidden_channels=4).eval()
+
+    def venv(novelty_reward: float) -> VecEpisodicMemory:
+        envs = DummyVecEnv([lambda: make_frame_env("MiniGrid-Empty-5x5-v0", frame_size=16) for _ in range(2)])
+        return VecEpisodicMemory(envs, machine, novelty_reward=novelty_reward)
+
+    returns, successes = run_episodes(RouteToTheGoal(), venv(1.0), episodes=4)
+    assert returns == [pytest.approx(1 - 0.9 * 5 / 100)] * 4 and successes == [1.0] * 4
+    shaped = venv(1.0)  # what the agent was rewarded: the same walk, plus about 1 per new view
+    shaped.reset()
+    total = sum(float(shaped.step(np.array(RouteToTheGoal.route[t : t + 1] * 2))[1][0]) for t in range(5))
+    assert total > returns[0] + 1.0
 
 
 def test_evaluate_agent_errors_say_what_to_do(tmp_path, capsys):

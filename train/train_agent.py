@@ -31,7 +31,7 @@ from episodic_memory import DynamicKanervaMachine, KanervaMachine, read_checkpoi
 from train.config import field
 from train.tracking import RunLogger
 
-__all__ = ["TrainAgentConfig", "evaluate_agent", "train_agent"]
+__all__ = ["TrainAgentConfig", "evaluate_agent", "extrinsic_rewards", "run_episodes", "train_agent"]
 
 
 @dataclass
@@ -127,10 +127,26 @@ def _check_memory_checkpoint(config: AgentConfig, source: str, if_missing: str) 
         raise ValueError(f"{source} {path!r} holds a {kind}, but --memory {config.memory} needs a {wanted}; {make_one}")
 
 
+def extrinsic_rewards(rewards: np.ndarray, infos: list[dict[str, Any]]) -> np.ndarray:
+    """The environment's own rewards ``[num_envs]``: ``rewards`` without the memory's exploration bonus.
+
+    :class:`~episodic_memory.vec_env.VecEpisodicMemory` reports them in ``infos[i]["episodic_memory"]``;
+    other environments' rewards are extrinsic already.
+    """
+    return np.array(
+        [info.get("episodic_memory", {}).get("extrinsic_reward", reward) for reward, info in zip(rewards, infos, strict=True)],
+        dtype=np.float64,
+    )
+
+
 def run_episodes(
     model: BaseAlgorithm, venv: VecEnv, episodes: int, deterministic: bool = True
 ) -> tuple[list[float], list[float]]:
-    """Returns and successes (1.0 when an episode ends with a positive reward) of ``episodes`` episodes on ``venv``."""
+    """Extrinsic returns and successes (1.0 when an episode ends with a positive reward) of ``episodes`` episodes on ``venv``.
+
+    Returns and successes count the environment's rewards only, never the memory's exploration
+    bonus (:func:`extrinsic_rewards`), so agents trained with and without it compare.
+    """
     returns: list[float] = []
     successes: list[float] = []
     obs = venv.reset()
@@ -138,7 +154,8 @@ def run_episodes(
     episode_return = np.zeros(venv.num_envs)
     while len(returns) < episodes:
         actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
-        obs, rewards, dones, _ = venv.step(actions)
+        obs, rewards, dones, infos = venv.step(actions)
+        rewards = extrinsic_rewards(rewards, infos)
         episode_return += rewards
         starts = dones
         for i in np.flatnonzero(dones):
@@ -175,6 +192,7 @@ def evaluate_agent(agent: str | Path, episodes: int = 100, seed: int = 0, determ
 
     The environment is rebuilt from ``agent_config.json`` next to ``agent``. An episode succeeds when
     it ends with a positive reward (MiniGrid pays ``1 - 0.9 t / max_steps`` on success, 0 otherwise).
+    Returns are extrinsic: an agent trained with ``novelty_reward`` is scored without its bonus.
     """
     agent = Path(agent)
     config_path = agent.parent / "agent_config.json"

@@ -1,0 +1,66 @@
+"""EpisodicMemoryCore: the novelty read-out and the exploration bonus against the memory math."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from episodic_memory import DynamicKanervaMachine
+from episodic_memory.readouts import EpisodicMemoryCore
+
+SIZE = 8
+
+
+@pytest.fixture(scope="module")
+def identity_coded() -> DynamicKanervaMachine:
+    """A vector DKM whose encoder is the identity on non-negative inputs (``z = x``): the test picks the codes."""
+    torch.manual_seed(0)
+    model = DynamicKanervaMachine((SIZE,), code_size=SIZE, num_slots=6, likelihood="gaussian", hidden_size=SIZE).eval()
+    with torch.no_grad():
+        for layer in model.encoder.net:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.copy_(torch.eye(SIZE))
+                layer.bias.zero_()
+    return model
+
+
+CODES = 3 * np.eye(SIZE, dtype=np.float32)  # orthogonal codes of norm 3 (σξ = 1): the memory stores what it is shown
+
+
+def test_the_encoder_is_the_identity(identity_coded):
+    with torch.no_grad():
+        torch.testing.assert_close(identity_coded.encode(torch.as_tensor(CODES)[None])[0], torch.as_tensor(CODES))
+
+
+def test_an_episodes_first_observation_earns_exactly_the_coefficient(identity_coded):
+    core = EpisodicMemoryCore(identity_coded, 3, readouts=("retrieval",), novelty_reward=0.3)
+    core.step(CODES[:3])
+    np.testing.assert_array_equal(core.last_bonus, np.full(3, 0.3, np.float32))  # n_t = n⁰_t: the memory is the prior
+    core.step(CODES[:3])
+    assert (core.last_bonus < 0.3).all()  # the same codes again, from a memory that holds them
+    core.reset(np.array([True, False, False]))
+    core.step(CODES[:3])
+    assert core.last_bonus[0] == np.float32(0.3) and (core.last_bonus[1:] < 0.3).all()
+
+
+@pytest.mark.parametrize(("old", "other", "new"), [(0, 1, 2), (3, 4, 5), (0, 7, 6)])
+def test_a_repeated_observation_earns_less_than_a_new_one(identity_coded, old, other, new):
+    """Two memories shown the same two codes, then one of them again and a new one: both ways round, so the
+    difference is the memory's, not the codes'."""
+    for repeated, unseen in ((old, new), (new, old)):
+        core = EpisodicMemoryCore(identity_coded, 2, novelty_reward=1.0)
+        core.step(CODES[[repeated, repeated]])
+        core.step(CODES[[other, other]])
+        core.step(CODES[[repeated, unseen]])
+        assert core.last_bonus[0] < 0.6 * core.last_bonus[1]
+        assert core.last_bonus[1] > 0.5  # a new code keeps most of its surprise under the prior
+
+
+def test_without_novelty_reward_no_bonus_but_the_novelty_all_the_same(identity_coded):
+    core = EpisodicMemoryCore(identity_coded, 2, readouts=("retrieval",))
+    reference = EpisodicMemoryCore(identity_coded, 2, readouts=("novelty",))
+    for codes in (CODES[:2], CODES[[0, 2]]):
+        assert set(core.step(codes)) == {"retrieval"}
+        np.testing.assert_array_equal(core.last_novelty, reference.step(codes)["novelty"][:, 0])
+        np.testing.assert_array_equal(core.last_bonus, np.zeros(2, np.float32))
