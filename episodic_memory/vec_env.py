@@ -72,6 +72,7 @@ class VecEpisodicMemory(VecEnvWrapper):
         obs, rewards, dones, infos = self.venv.step_wait()
         start = time.perf_counter()
         done = np.asarray(dones, dtype=bool)
+        self._check_finite(obs, infos, done)  # before any memory changes: a bad frame must leave every memory as it was
         terminal_bonus = np.zeros(self.num_envs, np.float32)  # of finished sub-environments' last observations
         if done.any():
             terminal_bonus = self._transform_terminal_observations(obs, done, infos)
@@ -85,6 +86,21 @@ class VecEpisodicMemory(VecEnvWrapper):
             rewards = rewards + bonus
         self.last_step_seconds = time.perf_counter() - start
         return augmented, rewards, dones, infos
+
+    def _check_finite(self, obs: VecEnvObs, infos: list[dict[str, Any]], done: np.ndarray) -> None:
+        """Raise ``ValueError`` naming the sub-environments whose new or terminal frames hold NaN or inf."""
+        frames = frames_of(obs, self.obs_key)
+        if not np.issubdtype(frames.dtype, np.floating):
+            return
+        bad = [f"{i}" for i in range(self.num_envs) if not np.isfinite(frames[i]).all()]
+        bad += [
+            f"{i} (terminal observation)"
+            for i in np.flatnonzero(done)
+            if "terminal_observation" in infos[i]
+            and not np.isfinite(frames_of(infos[i]["terminal_observation"], self.obs_key)).all()
+        ]
+        if bad:
+            raise ValueError(f"observations of sub-environment(s) {', '.join(bad)} hold NaN or inf; no memory was changed")
 
     def _observe(self, obs: VecEnvObs, write: bool) -> dict[str, np.ndarray]:
         return with_readouts(obs, self.core.step(frames_of(obs, self.obs_key), write=write), self.obs_key)
