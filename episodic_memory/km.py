@@ -150,6 +150,11 @@ class KanervaMachine(GenerativeMemory):
         features = self._features(self._frames_in(x), *x.shape[:2])
         return self._weights(self._q_y(features, noisy=False)[0])
 
+    def encode_and_address(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`encode` and :meth:`address_weights` from one pass of the encoder: ``([B, T, C], [B, T, K])``."""
+        features = self._features(self._frames_in(x), *x.shape[:2])
+        return _diagonal_normal(self.q_z_write(features))[0], self._weights(self._q_y(features, noisy=False)[0])
+
     def _features(self, frames: torch.Tensor, B: int, T: int) -> torch.Tensor:
         """``e(x)``: model frames ``[B*T, *model_shape]`` -> features ``[B, T, 2C]``."""
         return self.encoder(frames).view(B, T, 2 * self.code_size)  # [B*T, 2C] -> [B, T, 2C]

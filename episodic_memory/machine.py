@@ -200,6 +200,12 @@ class GenerativeMemory(MemoryMachine, abstract=True):
         ``[B*T, *model_shape]``, and the energy of those frames ``[B, T]``."""
         raise NotImplementedError
 
+    def encode_and_address(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Codes ``[B, T, C]`` of episodes ``x [B, T, *input_shape]``, and their addressing weights ``[B, T, K]``
+        where they do not depend on the memory (the KM's learned addresses); None where they are
+        solved against the memory (the DKM's dynamic addressing, eq. 6)."""
+        return self.encode(x), None
+
     def reconstruct(self, state: MemoryState, x: torch.Tensor) -> torch.Tensor:
         """Mean of the predictive distribution ``p(x̂ | x, M)`` (DKM eq. 13): ``[B, T, *input_shape]`` floats."""
         self._check_batch(state, x)

@@ -16,6 +16,13 @@ one code). Read-outs:
   already holds, large for new ones;
 - ``memory [B, K, C]``: the posterior mean R, a fixed-size summary of the episode before this step.
 
+How a code is addressed follows the machine. A DKM solves its weights against the memory
+(eq. 6), as above. A KM uses its own learned addresses ``w = A f(ȳ)`` (KM eq. 5, ``ȳ`` the mean
+of ``q(y | x)``) for reading and writing, as it was trained: its ``retrieval`` is the read
+``wᵀR``, the mean of its memory-dependent prior ``p(z | y, M)`` (KM eq. 6; ``attractor_steps``
+does not apply, since its weights come from the frame, not from the code), and its ``novelty``
+is ``½|z − wᵀR|²/σξ²``.
+
 Optional exploration bonus, the episodic term of Never Give Up (Badia et al., ICLR 2020) with
 the memory's novelty in place of NGU's nearest-neighbour kernel: with ``novelty_reward = c > 0``,
 
@@ -79,11 +86,24 @@ def check_novelty_reward(novelty_reward: float) -> float:
     return float(novelty_reward)
 
 
-def _novelty(memory: KanervaMemory, z: torch.Tensor, readout: StepReadout) -> torch.Tensor:
-    """``½|z − μwᵀR|²/σξ² + ½|μw|²/σw0²`` (DKM eq. 5 at μw) of codes ``z [B, C]``: ``[B]``."""
+def _novelty(memory: KanervaMemory, z: torch.Tensor, readout: StepReadout, learned_addresses: bool) -> torch.Tensor:
+    """Surprise of codes ``z [B, C]`` under the memory: ``[B]``.
+
+    Dynamic addressing: ``½|z − μwᵀR|²/σξ² + ½|μw|²/σw0²`` (DKM eq. 5 at μw). Learned addresses
+    (KM): ``½|z − wᵀR|²/σξ²``, ``−ln p(z | y, M)`` of KM eq. 6 up to a constant (w is not a latent there).
+    """
     error = ((z - readout.read) ** 2).sum(-1) / (2 * memory.obs_noise_var)  # [B]
-    prior = (readout.weights**2).sum(-1) / (2 * memory.w_prior_std**2)  # [B]
-    return error + prior
+    if learned_addresses:
+        return error
+    return error + (readout.weights**2).sum(-1) / (2 * memory.w_prior_std**2)  # [B]
+
+
+def _step_with_weights(online: OnlineMemory, z: torch.Tensor, w: torch.Tensor, write: bool) -> StepReadout:
+    """Read ``wᵀR`` (KM eq. 6, the mean of ``p(z | y, M)``) with given weights ``w [B, K]``, then write ``z [B, C]`` with them."""
+    read = torch.einsum("bk,bkc->bc", w, online.R)  # [B, C]
+    if write:
+        online.write(z, w)
+    return StepReadout(w, read, read)
 
 
 class EpisodicMemoryCore:
@@ -142,10 +162,15 @@ class EpisodicMemoryCore:
     @torch.no_grad()
     def encode(self, observations: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Codes ``[B, C]`` of observations ``[B, *input_shape]`` (checked by the machine: shape, NaN/inf)."""
+        return self._encode_and_address(observations)[0]
+
+    def _encode_and_address(self, observations: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Codes ``[B, C]`` and, for a machine with learned addresses (KM), their weights ``[B, K]``."""
         x = torch.as_tensor(np.asarray(observations) if not isinstance(observations, torch.Tensor) else observations)
         if x.dtype.is_floating_point and not bool(torch.isfinite(x).all()):
             raise ValueError("observations hold NaN or inf values")
-        return self.machine.encode(x.to(self.machine.device)[:, None])[:, 0]  # [B, 1, ...] -> [B, C]
+        z, w = self.machine.encode_and_address(x.to(self.machine.device)[:, None])  # [B, 1, ...] -> [B, 1, C], [B, 1, K]
+        return z[:, 0], None if w is None else w[:, 0]
 
     @torch.no_grad()
     def step(self, observations: np.ndarray | torch.Tensor, write: bool = True) -> dict[str, np.ndarray]:
@@ -158,18 +183,22 @@ class EpisodicMemoryCore:
         :param write: False to only read (e.g. the last observation of an episode that just ended).
         :return: float32 arrays ``{name: [B, *shape]}`` for the selected read-outs.
         """
-        z = self.encode(observations)  # [B, C]
+        z, w = self._encode_and_address(observations)  # [B, C], [B, K] or None
         out: dict[str, torch.Tensor] = {}
         if "memory" in self.readouts:
             out["memory"] = self.online.R.clone()  # before the write, like every read-out [B, K, C]
-        readout = (self.online.step if write else self.online.peek)(z, self.attractor_steps)
+        if w is None:
+            readout = (self.online.step if write else self.online.peek)(z, self.attractor_steps)
+        else:
+            readout = _step_with_weights(self.online, z, w, write)
         self.last_code, self.last_retrieval = z, readout.retrieval
         if "retrieval" in self.readouts:
             out["retrieval"] = readout.retrieval
-        novelty = _novelty(self.machine.memory, z, readout)  # DKM eq. 5 at μw [B]
+        novelty = _novelty(self.machine.memory, z, readout, learned_addresses=w is not None)  # [B]
         out["novelty"] = novelty[:, None]  # [B, 1]
         if self._prior is not None:
-            novelty_0 = _novelty(self.machine.memory, z, self._prior.peek(z, 1))  # under the prior [B]
+            at_prior = self._prior.peek(z, 1) if w is None else _step_with_weights(self._prior, z, w, write=False)
+            novelty_0 = _novelty(self.machine.memory, z, at_prior, learned_addresses=w is not None)  # under the prior [B]
             bonus = self.novelty_reward * novelty / novelty_0.clamp_min(torch.finfo(novelty_0.dtype).tiny)
             self.last_bonus = bonus.to("cpu", torch.float32).numpy()
         arrays = {name: value.to("cpu", torch.float32).numpy() for name, value in out.items()}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from episodic_memory import DynamicKanervaMachine
+from episodic_memory import DynamicKanervaMachine, KanervaMachine
 from episodic_memory.readouts import EpisodicMemoryCore
 
 SIZE = 8
@@ -64,3 +64,29 @@ def test_without_novelty_reward_no_bonus_but_the_novelty_all_the_same(identity_c
         assert set(core.step(codes)) == {"retrieval"}
         np.testing.assert_array_equal(core.last_novelty, reference.step(codes)["novelty"][:, 0])
         np.testing.assert_array_equal(core.last_bonus, np.zeros(2, np.float32))
+
+
+def test_a_km_reads_and_writes_with_its_own_learned_addresses():
+    """KM in the wrapper: retrieval = wᵀR_{t−1} and novelty = ½|z − wᵀR|²/σξ² with w = A f(ȳ) (KM eq. 5, 6),
+    R_{t−1} the batch posterior (KM eq. 9-11) of the frames before t."""
+    torch.manual_seed(0)
+    km = KanervaMachine((12,), code_size=6, num_slots=5, likelihood="gaussian", address_size=4, hidden_size=16)
+    km = km.double().eval()
+    with torch.no_grad():
+        km.memory.prior_mean.normal_()  # a non-zero prior, so that the first read is not trivially zero
+    x = torch.rand(1, 7, 12, dtype=torch.float64)
+    core = EpisodicMemoryCore(km, 1, attractor_steps=3, novelty_reward=0.5)
+    with torch.no_grad():
+        z, w = km.encode(x), km.address_weights(x)  # [1, T, C], [1, T, K]
+        for t in range(x.shape[1]):
+            out = core.step(x[:, t])
+            prior = km.memory.prior(1)
+            state = km.memory.write(prior, z[:, :t], w[:, :t]) if t else prior
+            read = km.memory.read(state, w[:, t : t + 1])[0, 0]  # [C]
+            read_0 = km.memory.read(prior, w[:, t : t + 1])[0, 0]
+            novelty = 0.5 * ((z[0, t] - read) ** 2).sum() / km.memory.obs_noise_var
+            novelty_0 = 0.5 * ((z[0, t] - read_0) ** 2).sum() / km.memory.obs_noise_var
+            np.testing.assert_allclose(out["memory"][0], state.mean[0].numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(out["retrieval"][0], read.numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(out["novelty"][0, 0], float(novelty), rtol=1e-5)
+            np.testing.assert_allclose(core.last_bonus[0], 0.5 * float(novelty / novelty_0), rtol=1e-5)
