@@ -7,7 +7,8 @@ The memory is a DKM of the default pretrain size (code 100, K = 32, 16 filters) 
 frames, freshly initialised unless ``--machine`` names a checkpoint.
 
 Reports env steps/s over the first and the last ``--window`` of the run and their ratio (a ratio
-well below 1 is a slowdown: a leak, a growing buffer), and over the whole run: the largest
+well below 1 is a slowdown: a leak, a growing buffer), in wall time and in this process's CPU time
+(the latter barely moves when other jobs share the machine), and over the whole run: the largest
 ``|U − Uᵀ|`` and the smallest eigenvalue of U (float64 ``eigvalsh``) over all memories, sampled every
 ``--check-every`` env steps, the largest relative error of the Woodbury-kept ``(R Rᵀ + λI)⁻¹`` against
 a fresh Cholesky inverse at the same samples, the number of memory resets, NaN/inf in R, U (at the
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -95,14 +97,15 @@ def soak(args: argparse.Namespace, machine: GenerativeMemory) -> dict[str, Any]:
         nonfinite.append("read-outs at reset")
     writes = np.ones(B, dtype=np.int64)  # writes into each memory since its last reset (reset writes the first frame)
     max_writes, resets = 1, 0
-    step_seconds = np.empty(vec_steps)
+    step_seconds = np.empty(vec_steps)  # wall time of each vectorised step
+    step_cpu = np.empty(vec_steps)  # CPU time of this process in it: insensitive to other jobs on a shared machine
     samples: list[dict[str, Any]] = []
     start = time.perf_counter()
     for t in tqdm(range(1, vec_steps + 1), desc="soak", unit="vec step", mininterval=5.0, file=sys.stderr):
         actions = rng.integers(0, 3, size=B)
-        tic = time.perf_counter()
+        tic, cpu = time.perf_counter(), time.process_time()
         obs, _, dones, infos = venv.step(actions)
-        step_seconds[t - 1] = time.perf_counter() - tic
+        step_seconds[t - 1], step_cpu[t - 1] = time.perf_counter() - tic, time.process_time() - cpu
         if not readouts_finite(obs, keys):
             nonfinite.append(f"read-outs at vec step {t}")
         done = np.asarray(dones, dtype=bool)
@@ -124,8 +127,10 @@ def soak(args: argparse.Namespace, machine: GenerativeMemory) -> dict[str, Any]:
     venv.close()
     ran = t
     max_writes = max(max_writes, int(writes.max()))  # the episodes still open at the end
-    first, last = step_seconds[:window], step_seconds[max(ran - window, 0) : ran]
-    fps_first, fps_last = len(first) * B / first.sum(), len(last) * B / last.sum()
+    n = min(window, ran)  # vectorised steps per speed window (fewer if the run stopped early)
+    first, last = slice(0, n), slice(ran - n, ran)
+    fps_first, fps_last = n * B / step_seconds[first].sum(), n * B / step_seconds[last].sum()
+    cpu_first, cpu_last = n * B / step_cpu[first].sum(), n * B / step_cpu[last].sum()
     finite_samples = [s for s in samples if s["finite"]]
     return {
         "env": args.env,
@@ -141,10 +146,14 @@ def soak(args: argparse.Namespace, machine: GenerativeMemory) -> dict[str, Any]:
         "env_steps_requested": args.steps,
         "seconds": elapsed,
         "fps_whole": ran * B / step_seconds[:ran].sum(),
-        "window_env_steps": window * B,
+        "window_env_steps": n * B,
         "fps_first": fps_first,
         "fps_last": fps_last,
         "fps_ratio_last_first": fps_last / fps_first,
+        "cpu_fps_first": cpu_first,
+        "cpu_fps_last": cpu_last,
+        "cpu_fps_ratio_last_first": cpu_last / cpu_first,
+        "load_average_end": os.getloadavg()[0],
         "samples": len(samples),
         "min_eig_U": min((s["min_eig_U"] for s in finite_samples), default=math.nan),
         "max_asym_U": max((s["max_asym_U"] for s in finite_samples), default=math.nan),
@@ -208,6 +217,9 @@ def main() -> None:
         (f"env steps/s, first {window}", f"{r['fps_first']:.0f}"),
         (f"env steps/s, last {window}", f"{r['fps_last']:.0f}"),
         ("last / first", f"{r['fps_ratio_last_first']:.2f}"),
+        (f"env steps per CPU s, first {window}", f"{r['cpu_fps_first']:.0f}"),
+        (f"env steps per CPU s, last {window}", f"{r['cpu_fps_last']:.0f}"),
+        ("last / first (CPU time)", f"{r['cpu_fps_ratio_last_first']:.2f}"),
         ("memory resets", f"{r['resets']:,}"),
         ("max writes between resets", f"{r['max_writes_between_resets']:,}"),
         (f"samples of U (every {args.check_every:,} env steps)", f"{r['samples']:,}"),
