@@ -36,11 +36,12 @@ from tqdm import tqdm
 
 from train.train_agent import TrainAgentConfig, train_agent
 
-METHODS = {  # name -> (algo, memory)
-    "ppo": ("ppo", "none"),
-    "ppo+dkm": ("ppo", "dkm"),
-    "ppo+km": ("ppo", "km"),
-    "recurrent_ppo": ("recurrent_ppo", "none"),
+METHODS = {  # name -> (algo, memory, novelty reward coefficient)
+    "ppo": ("ppo", "none", 0.0),
+    "ppo+dkm": ("ppo", "dkm", 0.0),
+    "ppo+dkm+novelty": ("ppo", "dkm", 0.05),  # the episodic exploration bonus on top
+    "ppo+km": ("ppo", "km", 0.0),
+    "recurrent_ppo": ("recurrent_ppo", "none", 0.0),
 }
 
 
@@ -56,13 +57,14 @@ def steps_to_success(run_dir: Path, threshold: float) -> int | None:
 def run_one(env_id: str, method: str, seed: int, args: argparse.Namespace) -> dict:
     """Train and evaluate one (task, method, seed); returns its row of ``results.json``."""
     torch.set_num_threads(args.threads)
-    algo, memory = METHODS[method]
+    algo, memory, novelty_reward = METHODS[method]
     run_dir = Path(args.out) / env_id / method / f"seed{seed}"
     config = TrainAgentConfig(
         env_id=env_id,
         algo=algo,
         memory=memory,
         memory_checkpoint=args.memory_checkpoint if memory != "none" else None,
+        novelty_reward=novelty_reward,
         frame_size=args.frame_size,
         num_envs=args.num_envs,
         seed=seed,
