@@ -15,6 +15,9 @@ logistic-regression probe of the cue's type on held-out episodes, for each featu
 - ``cue frame`` / ``cue code`` (oracles): the pixels / code of the frame that shows the cue, an
   upper bound on what the frames and the encoder keep.
 
+It also measures how often a uniformly random policy (an untrained agent) ever has the cue in view,
+and before it first reaches the junction: the read-outs cannot hold a cue the agent never looked at.
+
 Usage::
 
     python benchmarks/memory_probe.py                                             # fresh DKM
@@ -27,6 +30,7 @@ import argparse
 import json
 from pathlib import Path
 
+import gymnasium
 import numpy as np
 import torch
 from minigrid.core.actions import Actions
@@ -71,6 +75,41 @@ def scripted_episode(env: EpisodicMemoryWrapper, machine: GenerativeMemory, seed
         "cue code (oracle)": codes[0].cpu().numpy(),
     }
     return cue_is_key, features
+
+
+def random_policy_sees_the_cue(env_id: str, episodes: int, seed: int) -> dict[str, float]:
+    """How often uniformly random turns and steps ever bring the cue into view, and succeed.
+
+    The read-outs can only hold the cue if the agent looked at it: this is what an untrained
+    agent (a policy near uniform) experiences at the start of training.
+    """
+    env = gymnasium.make(env_id)
+    rng = np.random.default_rng(seed)
+    seen, seen_before_junction, successes = [], [], []
+    for episode in range(episodes):
+        env.reset(seed=seed * 1_000_003 + episode)
+        grid = env.unwrapped
+        mid, hallway_end = grid.height // 2, grid.width - 3
+        cue_seen = grid.agent_sees(1, mid - 1)
+        before_junction = None
+        done, reward = False, 0.0
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(int(rng.integers(3)))  # left, right, forward
+            done = terminated or truncated
+            cue_seen = cue_seen or grid.agent_sees(1, mid - 1)
+            if before_junction is None and grid.agent_pos[0] > hallway_end:
+                before_junction = cue_seen
+        seen.append(cue_seen)
+        if before_junction is not None:
+            seen_before_junction.append(before_junction)
+        successes.append(reward > 0)
+    env.close()
+    return {
+        "cue seen": float(np.mean(seen)),
+        "junction reached": len(seen_before_junction) / episodes,
+        "cue seen before the junction": float(np.mean(seen_before_junction)) if seen_before_junction else float("nan"),
+        "success": float(np.mean(successes)),
+    }
 
 
 def fit_probe(X: np.ndarray, y: np.ndarray, weight_decay: float, steps: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,14 +183,20 @@ def main() -> None:
             for name in rows[0]:
                 X = np.stack([r[name] for r in rows]).astype(np.float64)
                 row[name] = probe_accuracy(X[test:], y[test:], X[:test], y[:test])
+            row["random policy"] = random_policy_sees_the_cue(env_id, args.episodes, args.seed)
             results.append(row)
 
-    names = [k for k in results[0] if k not in ("machine", "env_id", "episodes", "majority")]
+    names = [k for k in results[0] if k not in ("machine", "env_id", "episodes", "majority", "random policy")]
     print(f"\ncue-type probe: test accuracy on held-out episodes (chance = majority rate); {args.episodes} episodes per task")
     for row in results:
         print(f"\n{row['machine']}  {row['env_id']}  (majority {row['majority']:.2f})")
         for name in names:
             print(f"  {name:<24} {row[name]:.2f}")
+        walk = row["random policy"]
+        print(
+            f"  random policy: cue in view in {walk['cue seen']:.0%} of episodes; {walk['junction reached']:.0%} reach the "
+            f"junction, {walk['cue seen before the junction']:.0%} of those after seeing the cue; success {walk['success']:.0%}"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
 
