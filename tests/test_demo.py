@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -155,6 +156,20 @@ def test_a_second_run_reuses_the_finished_stages(demo):
     second = json.loads((out / SUMMARY).read_text())
     assert all(timing["reused"] for timing in second["timings"].values())
     assert second["memory"] == first["memory"] and second["agents"] == first["agents"]
+
+
+def test_an_interrupted_pretraining_continues_from_its_checkpoint(demo):
+    out, _ = demo
+    record_path = out / "dkm" / "demo_stage.json"
+    record = json.loads(record_path.read_text())
+    model = (out / "dkm" / "model.safetensors").read_bytes()
+    shutil.rmtree(out / "dkm" / "checkpoints" / "step-0000004")  # as if stopped after the checkpoint of step 2
+    record_path.write_text(json.dumps({**record, "status": "started", "result": None}))
+    status, printed = run(["--scale", "tiny", "--out", str(out), "--wandb-mode", "disabled"])
+    assert status == 0 and "continuing the unfinished stage" in printed
+    assert (out / "dkm" / "model.safetensors").read_bytes() == model  # exact resumption: the same model...
+    assert printed.count("reusing the finished stage") == 4  # ...so the evaluation and the agents are reused
+    assert json.loads(record_path.read_text())["status"] == "finished"
 
 
 def test_a_stage_with_missing_files_is_redone_and_the_rest_reused(demo):

@@ -96,7 +96,7 @@ SCALES: dict[str, Scale] = {
             "capacity_episodes": 16,
             "denoising_episodes": 8,
         },
-        agent={"total_steps": 30_000, "num_envs": 8, "checkpoint_every": 10_000},
+        agent={"total_steps": 40_000, "num_envs": 8, "checkpoint_every": 20_000},
         agent_eval_episodes=50,
     ),
     "full": Scale(
@@ -171,7 +171,7 @@ class DemoConfig:
     env_id: str = field("MiniGrid-MemoryS7-v0", "MiniGrid task of the agents")
     layouts_per_env: int | None = field(None, "maze layouts collected per env id (None: 30 small, 150 full)")
     pretrain_steps: int | None = field(None, "DKM training steps of 16 episodes x 32 frames (None: 500 small, 3000 full)")
-    agent_steps: int | None = field(None, "environment steps of each agent (None: 30,000 small, 200,000 full)")
+    agent_steps: int | None = field(None, "environment steps of each agent (None: 40,000 small, 200,000 full)")
     agent_eval_episodes: int | None = field(None, "evaluation episodes of each agent (None: 50 small, 100 full)")
     threads: int = field(
         1,
@@ -391,7 +391,8 @@ def _relative(path: Path | str, root: Path) -> str:
 # ------------------------------------------------------------------------------------------------
 def _collect(plan: DemoPlan, progress: bool) -> dict[str, Any]:
     config = plan.collect
-    manifest_path = collect(config, progress=progress)
+    with _threads(1):  # a frame is area-resized by torch: more threads only stall these tiny ops (8x slower on a busy CPU)
+        manifest_path = collect(config, progress=progress)
     manifest = json.loads(manifest_path.read_text())
     test = FrameDataset(config.out, split="test", test_fraction=TEST_FRACTION)
     print(
