@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
+SCALE ?= small
+DEMO_ARGS ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: venv test test-all lint bench demo clean
@@ -31,12 +33,9 @@ lint: venv
 bench: venv
 	OMP_NUM_THREADS=1 $(PY) benchmarks/memory_ops.py
 
+# make demo SCALE=full: the README's budgets (about an hour); DEMO_ARGS="--out runs/x --seed 1" passes more options.
 demo: venv
-	@echo "make demo will run the whole product path on a small budget (about 10 minutes on 2 cores):"
-	@echo "  collect MiniGrid maze frames -> pretrain the DKM -> evaluate it (figures)"
-	@echo "  -> train PPO with the memory wrapper and a memory-less PPO baseline -> evaluate both -> results table."
-	@echo "Not available yet: the collector, trainer and agents land with issues 3-5."
-	@echo "What runs today: make test, make bench (memory step speed-up, batched vs per-env loop)."
+	$(PY) -m train.cli demo --scale $(SCALE) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
