@@ -19,6 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from envs.collect import CollectConfig, collect
 from envs.dataset import FrameDataset
 from episodic_memory import load_machine
@@ -34,7 +36,11 @@ EXIT_INTERRUPTED = 130
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="episodic-memory", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="episodic-memory",
+        description=__doc__.replace("``", "`"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser(
@@ -148,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         if args.command == "collect":
+            torch.set_num_threads(1)  # one small resize per frame: more threads only add contention (8x slower on a busy CPU)
             manifest = collect(config_from_args(CollectConfig, args))
             print(f"dataset manifest: {manifest}")
             return 0
