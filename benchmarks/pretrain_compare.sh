@@ -4,8 +4,8 @@
 # go to every `pretrain`), then evaluates them side by side ($RUNS/compare/report.json and PNG figures).
 # About 35 minutes for the three models on 2 CPU cores.
 # Usage:
-#   bash benchmarks/pretrain_compare.sh                                    # Gaussian likelihood, runs/
-#   RUNS=runs/logistic MODELS="dkm vae" bash benchmarks/pretrain_compare.sh --likelihood logistic
+#   bash benchmarks/pretrain_compare.sh                                    # the config's discretised logistic likelihood
+#   RUNS=runs/gaussian bash benchmarks/pretrain_compare.sh --likelihood gaussian
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin/episodic-memory}

@@ -76,7 +76,7 @@ PRETRAIN_MAZES = {
     "code_size": 100,
     "num_slots": 32,
     "hidden_channels": 16,
-    "likelihood": "gaussian",
+    "likelihood": "logistic",
     "episode_length": 32,
     "batch_size": 16,
     "mode": "mixed",
