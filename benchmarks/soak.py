@@ -44,10 +44,10 @@ import torch
 from stable_baselines3.common.vec_env import DummyVecEnv
 from tqdm import tqdm
 
+from agents.builder import AgentConfig, make_machine
 from envs.mazes import make_frame_env
-from episodic_memory import DynamicKanervaMachine, GenerativeMemory
+from episodic_memory import GenerativeMemory
 from episodic_memory.memory import addressing_factor
-from episodic_memory.readouts import resolve_machine
 from episodic_memory.vec_env import VecEpisodicMemory
 
 LONG_EPISODE_ENV = "MiniGrid-Fetch-8x8-N3-v0"  # ends only on pickup, which random actions 0-2 never take
@@ -194,12 +194,7 @@ def main() -> None:
     if not 0.0 < args.window <= 0.5:
         parser.error("--window must be in (0, 0.5]")
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    machine: GenerativeMemory = (
-        resolve_machine(args.machine)
-        if args.machine
-        else DynamicKanervaMachine((32, 32, 3), 100, 32, "gaussian", hidden_channels=16).eval()
-    )
+    machine = make_machine(AgentConfig(memory="dkm", memory_checkpoint=args.machine, seed=args.seed), "cpu")
     limit = "the task's own time limit" if args.max_steps is None else f"max_steps {args.max_steps}"
     memory = f"memory K={machine.num_slots} C={machine.code_size}, {args.attractor_steps} attractor steps"
     print(

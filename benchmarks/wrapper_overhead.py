@@ -21,9 +21,8 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
+from agents.builder import AgentConfig, make_machine
 from envs.mazes import make_frame_env
-from episodic_memory import DynamicKanervaMachine, GenerativeMemory
-from episodic_memory.readouts import resolve_machine
 from episodic_memory.vec_env import VecEpisodicMemory
 from episodic_memory.wrappers import EpisodicMemoryWrapper
 
@@ -53,12 +52,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    machine: GenerativeMemory = (
-        resolve_machine(args.machine)
-        if args.machine
-        else DynamicKanervaMachine((32, 32, 3), 100, 32, "gaussian", hidden_channels=16).eval()
-    )
+    machine = make_machine(AgentConfig(memory="dkm", memory_checkpoint=args.machine, seed=args.seed), "cpu")
     frame_size = machine.input_shape[0]
 
     def env_fn(wrap: bool) -> Callable[[], object]:
