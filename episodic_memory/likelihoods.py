@@ -120,13 +120,15 @@ class DiscretisedLogisticLikelihood(Likelihood):
         return self._log_masses(params, x).flatten(1).sum(1)
 
     def mode(self, params: torch.Tensor) -> torch.Tensor:
-        """The most probable level: the bin holding ``μ`` or one of the two wider end bins."""
+        """The level nearest the location ``μ`` (clamped to ``[0, 1]``): the most probable of the 254
+        interior levels, whose bins all have width 1/255.
+
+        The two end bins also collect the logistic's tails, so with a wide scale they can hold more
+        mass than the level at ``μ``; taking them would push attractor iterates (DKM §3.5) towards
+        black and white frames, which is why the mode used here is that of the logistic itself.
+        """
         top = self.levels - 1
-        candidates = torch.stack(
-            [torch.round(params.clamp(0, 1) * top) / top, torch.zeros_like(params), torch.ones_like(params)]
-        )  # [3, N, ...]
-        best = self._log_masses(params.unsqueeze(0).expand_as(candidates), candidates).argmax(0, keepdim=True)
-        return candidates.gather(0, best).squeeze(0)
+        return torch.round(params.clamp(0, 1) * top) / top
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         """``E[x] = Σ_k P(x >= k/255) / 255`` (exact, one pass per level: meant for pictures)."""

@@ -58,14 +58,17 @@ def test_log_prob_stays_finite_far_from_the_location():
     assert (log_p < -100).all()  # and very improbable, as it should be
 
 
-def test_mode_is_the_most_probable_level():
+def test_mode_is_the_most_probable_interior_level():
     gen = torch.Generator().manual_seed(1)
-    for scale in (0.003, 0.05, 0.4):  # the wide end bins win for a broad logistic
+    for scale in (0.003, 0.05, 0.4):
         lik = likelihood(scale)
         loc = torch.rand(50, generator=gen, dtype=torch.float64) * 1.4 - 0.2
-        x = LEVELS.view(256, 1).expand(256, 50)
-        best = LEVELS[lik._log_masses(loc.expand_as(x), x).argmax(0)]
-        torch.testing.assert_close(lik.mode(loc), best, rtol=0, atol=0)
+        interior = LEVELS[1:-1].view(254, 1).expand(254, 50)  # every bin of width 1/255
+        best = interior[lik._log_masses(loc.expand_as(interior), interior).argmax(0), 0]
+        inside = (loc >= 1.5 / 255) & (loc <= 253.5 / 255)  # the level at μ is an interior one
+        torch.testing.assert_close(lik.mode(loc)[inside], best[inside], rtol=0, atol=0)
+        torch.testing.assert_close(lik.mode(loc)[loc < 0], torch.zeros_like(loc[loc < 0]))  # clamped, not extrapolated
+        torch.testing.assert_close(lik.mode(loc)[loc > 1], torch.ones_like(loc[loc > 1]))
 
 
 def test_mean_is_the_expected_level():
