@@ -21,7 +21,7 @@ from sb3_contrib import RecurrentPPO
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import get_device
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
 from agents.extractors import MemoryFeaturesExtractor
 from envs.mazes import make_frame_env
@@ -104,7 +104,8 @@ def _dict_frames(env: gymnasium.Env) -> gymnasium.Env:
 
 
 def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu") -> VecEnv:
-    """``num_envs`` frame environments, vectorised, wrapped in :class:`VecEpisodicMemory` unless ``memory="none"``."""
+    """``num_envs`` frame environments, vectorised, monitored (episode returns and lengths for SB3's
+    ``rollout/`` metrics), wrapped in :class:`VecEpisodicMemory` unless ``memory="none"``."""
     if config.memory == "none" and config.novelty_reward != 0:
         raise ValueError(
             f"novelty_reward={config.novelty_reward!r} needs an episodic memory, but memory='none'; "
@@ -115,6 +116,7 @@ def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu") -> V
         env_fns = [lambda fn=fn: _dict_frames(fn()) for fn in env_fns]
     venv = SubprocVecEnv(env_fns) if config.vec_env == "subproc" else DummyVecEnv(env_fns)
     venv.seed(config.seed)
+    venv = VecMonitor(venv)  # inside the memory wrapper: rollout/ep_rew_mean counts extrinsic rewards only
     if config.memory == "none":
         return venv
     return VecEpisodicMemory(

@@ -128,3 +128,22 @@ def test_evaluate_agent_errors_say_what_to_do(tmp_path, capsys):
 def test_unknown_env_id(tmp_path):
     with pytest.raises(ValueError, match="MiniGrid-NoSuchTask-v0"):
         train_agent(tiny(tmp_path, env_id="MiniGrid-NoSuchTask-v0"), progress=False)
+
+
+def test_monitored_episode_returns_are_extrinsic(tmp_path):
+    """The agent envs' VecMonitor sits inside the memory wrapper: SB3's ``rollout/ep_rew_mean`` leaves the bonus out."""
+    venv = make_agent_env(tiny(tmp_path, env_id="MiniGrid-Empty-5x5-v0", novelty_reward=0.5))
+    venv.reset()
+    rng = np.random.default_rng(0)
+    shaped, extrinsic = np.zeros(2), np.zeros(2)
+    episodes = []
+    while len(episodes) < 4:
+        _, rewards, dones, infos = venv.step(rng.integers(0, 3, size=2))
+        shaped += rewards
+        extrinsic += [info["episodic_memory"]["extrinsic_reward"] for info in infos]
+        for i in np.flatnonzero(dones):
+            episodes.append((infos[i]["episode"]["r"], extrinsic[i], shaped[i]))
+            shaped[i] = extrinsic[i] = 0.0
+    for monitored, extrinsic_return, shaped_return in episodes:
+        assert monitored == pytest.approx(extrinsic_return, abs=1e-6)
+        assert shaped_return > extrinsic_return  # the agent was paid the bonus; the monitor did not count it
