@@ -8,6 +8,7 @@ and renamed, so an interrupted save never leaves a half-written checkpoint behin
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -219,24 +220,49 @@ class GenerativeMemory(MemoryMachine, abstract=True):
         B, T = x.shape[:2]
         return self._energy_terms(state, self._frames_in(x), B, T)[1]
 
-    def attractor(self, state: MemoryState, x: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def attractor(
+        self, state: MemoryState, x: torch.Tensor, steps: int, rtol: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Attractor dynamics ``x_{n+1} = mode p(x | x_n, M)`` (DKM §3.5, KM App. G) from ``x_0 = x``.
+
+        Each iteration is a coordinate-descent step on the energy ``E(x, w)`` (DKM eq. 14).
 
         :param x: queries ``[B, T, *input_shape]`` (e.g. noisy frames or prior samples).
         :param steps: iterations N.
+        :param rtol: ``None`` takes all N iterations (the paper's protocol, DKM §4). A number stops each
+            trajectory once it has converged in energy: at the first iteration that lowers its energy by
+            less than ``rtol |E(x_n)|`` the trajectory stays at ``x_n`` from then on, so its energy never
+            rises. With real-valued frames the energy landscape has flat valleys (the read is linear in the
+            code, so any mix of stored codes reads back unchanged) along which iterates drift once the
+            corruption is gone; stopping there keeps the cleaned frame.
         :return: ``trajectory [N+1, B, T, *input_shape]`` (floats, ``x_0`` first) and
             ``energies [N+1, B, T]`` (:meth:`energy` at each ``x_n``).
         """
         self._check_batch(state, x)
         if not isinstance(steps, int) or steps < 0:
             raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        if rtol is not None and not (isinstance(rtol, (int, float)) and math.isfinite(rtol) and rtol >= 0):
+            raise ValueError(f"rtol must be None or a finite number >= 0, got {rtol!r}")
         B, T = x.shape[:2]
-        trajectory, energies = [self._frames_in(x)], []
+        frames = self._frames_in(x)  # [B*T, *model_shape]
+        params, energy = self._energy_terms(state, frames, B, T)
+        trajectory, energies = [frames], [energy]
+        moving = torch.ones(B * T, dtype=torch.bool, device=frames.device)  # trajectories not yet converged
         for _ in range(steps):
-            params, energy = self._energy_terms(state, trajectory[-1], B, T)
+            if not moving.any():  # every trajectory has converged: the rest of the trajectory repeats
+                trajectory.append(frames)
+                energies.append(energy)
+                continue
+            candidate = self.likelihood.mode(params)
+            candidate_params, candidate_energy = self._energy_terms(state, candidate, B, T)
+            if rtol is not None:
+                moving &= (candidate_energy < energy - rtol * energy.abs()).flatten()
+                step = moving.view(-1, *[1] * (frames.dim() - 1))  # [B*T, 1, ...]
+                candidate = torch.where(step, candidate, frames)
+                candidate_energy = torch.where(moving.view(B, T), candidate_energy, energy)
+            frames, params, energy = candidate, candidate_params, candidate_energy
+            trajectory.append(frames)
             energies.append(energy)
-            trajectory.append(self.likelihood.mode(params))
-        energies.append(self._energy_terms(state, trajectory[-1], B, T)[1])
         return torch.stack([self._frames_out(f, B, T) for f in trajectory]), torch.stack(energies)
 
     def retrieve(self, state: MemoryState, z: torch.Tensor, steps: int) -> torch.Tensor:

@@ -131,6 +131,9 @@ def test_summary_numbers_are_those_of_the_stage_reports(demo):
         mse[-1],
     )
     assert mse[memory["denoising_best_iteration"]] == min(mse) and memory["denoising_iterations"] == len(mse) - 1
+    converged = report["denoising"]["gaussian"]["converged"]
+    assert memory["denoising_mse_converged"] == converged["mse"][-1]
+    assert memory["denoising_converged_iterations"] == converged["iterations"]
     assert f"{report['conditional_nll']['bits_per_dim']:.3f} bits/dim" in printed
     for name, directory in (("ppo+dkm", "ppo-dkm"), ("ppo", "ppo")):
         evaluation = json.loads((out / directory / "evaluation.json").read_text())

@@ -176,6 +176,35 @@ class TestAttractor:
         torch.testing.assert_close(energies[0], model.energy(state, x))
         torch.testing.assert_close(trajectory[1], model.reconstruct(state, x))  # Gaussian mode == mean
 
+    def test_rtol_stops_each_trajectory_where_its_free_energy_stops_falling(self):
+        torch.manual_seed(SEED)
+        model = DynamicKanervaMachine((8, 8, 3), code_size=6, num_slots=4, likelihood="gaussian", hidden_channels=4).double()
+        x = torch.randint(0, 256, (3, 5, 8, 8, 3), dtype=torch.uint8)
+        N = 6
+        with torch.no_grad():
+            state = model.write(x)
+            free, free_energies = model.attractor(state, x, steps=N)  # [N+1, B, T, ...], [N+1, B, T]
+            relative_fall = (free_energies[:-1] - free_energies[1:]) / free_energies[:-1].abs()  # [N, B, T]
+            rtol = float(relative_fall[1].median())  # about half the trajectories stop after one iteration
+            stopped, stopped_energies = model.attractor(state, x, steps=N, rtol=rtol)
+        falls = free_energies[1:] < free_energies[:-1] - rtol * free_energies[:-1].abs()  # [N, B, T]
+        taken = falls.long().cumprod(0).sum(0)  # iterations before the first step that does not fall enough
+        assert taken.max() < N and len(taken.unique()) > 1  # trajectories stop early, at different iterations
+        for n in range(N + 1):
+            kept = torch.clamp(taken, max=n)  # [B, T]: the iterate each trajectory holds at iteration n
+            expected = free.gather(0, kept.view(1, 3, 5, 1, 1, 1).expand(1, 3, 5, 8, 8, 3))[0]
+            torch.testing.assert_close(stopped[n], expected)
+            torch.testing.assert_close(stopped_energies[n], free_energies.gather(0, kept[None])[0])
+        assert (stopped_energies[1:] <= stopped_energies[:-1]).all()  # the energy never rises
+
+    def test_rtol_must_be_a_non_negative_number(self):
+        model = tiny_dkm()
+        x = binary_episodes(1, 2, 12)
+        state = model.write(x)
+        for bad in (-0.1, float("nan"), float("inf"), "0.1"):
+            with pytest.raises(ValueError, match="rtol must be None or a finite number >= 0"):
+                model.attractor(state, x, steps=2, rtol=bad)
+
     def test_channel_orders_are_the_same_model(self):
         hwc = DynamicKanervaMachine((8, 8, 3), code_size=6, num_slots=4, hidden_channels=4)
         chw = DynamicKanervaMachine((3, 8, 8), code_size=6, num_slots=4, hidden_channels=4)

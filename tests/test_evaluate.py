@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 
@@ -155,6 +156,17 @@ class TestDenoising:
         assert examples.shape == (4, steps + 2, *FRAME)
         assert set(examples[:, 0].unique().tolist()) <= {0.0, 1.0}  # clean frames scaled to [0, 1]
         assert examples.min() >= 0 and examples.max() <= 1
+        converged = result["converged"]
+        assert converged["rtol"] == 1e-3 and len(converged["mse"]) == len(converged["energy"]) == steps + 1
+        assert converged["mse"][0] == pytest.approx(result["mse"][0])  # the same corrupted frames
+        assert all(b <= a for a, b in itertools.pairwise(converged["energy"]))  # stopped energies never rise
+        assert 0 < converged["iterations"] < steps
+
+    def test_an_unreachable_tolerance_stops_every_trajectory_at_once(self, trained_dkm):
+        result = denoising(trained_dkm, LayoutSampler(), "gaussian", 3, episode_length=8, num_episodes=4, rtol=10.0)
+        converged = result["converged"]  # no step lowers a positive energy by 10x its size
+        assert converged["iterations"] == 0
+        assert converged["mse"] == [result["mse"][0]] * 4 and converged["energy"] == [result["energy"][0]] * 4
 
     def test_occlusion_blanks_one_block_per_frame(self, trained_dkm):
         block = 3
@@ -205,6 +217,8 @@ def test_config_fields_have_help_and_are_checked():
         EvaluationConfig(steps=-1)
     with pytest.raises(ValueError, match="capacity_lengths must be an int >= 1, got 0"):
         EvaluationConfig(capacity_lengths=(10, 0))
+    with pytest.raises(ValueError, match="attractor_rtol must be a non-negative finite number, got -0.1"):
+        EvaluationConfig(attractor_rtol=-0.1)
 
 
 def test_evaluate_models_writes_report_and_figures(tmp_path, trained_dkm):

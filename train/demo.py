@@ -436,7 +436,8 @@ def _evaluate_memory(plan: DemoPlan, device: str, threads: int) -> dict[str, Any
         report = evaluate_models({"dkm": machine}, test.sample, out, plan.evaluation)
     entry = report["models"]["dkm"]
     nll = entry["conditional_nll"]
-    mse = entry["denoising"]["gaussian"]["mse"] if "gaussian" in entry.get("denoising", {}) else None
+    gaussian = entry.get("denoising", {}).get("gaussian")
+    mse = gaussian["mse"] if gaussian is not None else None
     result: dict[str, Any] = {
         "conditional_nll_bits_per_dim": nll["bits_per_dim"],
         "conditional_nll_nats": nll["nats"],
@@ -450,6 +451,8 @@ def _evaluate_memory(plan: DemoPlan, device: str, threads: int) -> dict[str, Any
             denoising_best_iteration=best,
             denoising_mse_last=mse[-1],
             denoising_iterations=len(mse) - 1,
+            denoising_mse_converged=gaussian["converged"]["mse"][-1],
+            denoising_converged_iterations=gaussian["converged"]["iterations"],
         )
     return result
 
@@ -606,7 +609,8 @@ def _print_summary(summary: dict[str, Any], plan: DemoPlan) -> None:
         print(
             f"  denoising MSE (Gaussian noise)   {memory['denoising_mse_first']:.4f} noisy -> "
             f"{memory['denoising_mse_best']:.4f} after {memory['denoising_best_iteration']} attractor iteration(s) (best) -> "
-            f"{memory['denoising_mse_last']:.4f} after {memory['denoising_iterations']}"
+            f"{memory['denoising_mse_last']:.4f} after {memory['denoising_iterations']}; stopping once the energy stops "
+            f"falling: {memory['denoising_mse_converged']:.4f} after {memory['denoising_converged_iterations']:.1f} on average"
         )
     print(f"agents on {summary['env_id']} ({plan.agent_eval_episodes} evaluation episodes each)")
     header = f"  {'agent':<9} {'success':>8} {'mean return':>12} {'steps':>9} {'train fps':>10}"

@@ -96,6 +96,13 @@ class EvaluationConfig:
         default=NOISES, metadata={"help": "corruptions for denoising: 'gaussian' and/or 'occlusion' (image models only)"}
     )
     steps: int = field(default=15, metadata={"help": "attractor iterations N for denoising and prior samples (DKM §4: 15)"})
+    attractor_rtol: float = field(
+        default=1e-3,
+        metadata={
+            "help": "energy tolerance of the converged denoising curve: a trajectory stops at its first iteration "
+            "that lowers its energy by less than rtol |E| (the paper's curve takes all N iterations)"
+        },
+    )
     denoising_episodes: int = field(default=16, metadata={"help": "episodes written and corrupted per noise"})
     noise_std: float = field(default=0.15, metadata={"help": "std of the Gaussian noise added to [0, 1] frames (DKM §4: 0.15)"})
     block: int = field(default=8, metadata={"help": "side of the square occluding block, one per frame, set to 0"})
@@ -127,6 +134,7 @@ class EvaluationConfig:
         for noise in self.noises:
             _check_noise(noise)
         _check_noise_std(self.noise_std)
+        _check_rtol(self.attractor_rtol)
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,11 +228,14 @@ def denoising(
     block: int = 8,
     num_examples: int = 4,
     rng: SeedLike = 0,
+    rtol: float = 1e-3,
 ) -> dict[str, Any]:
     """Attractor dynamics from corrupted frames (DKM §3.5 and §4, Fig. 3a/c, 4a/c).
 
     For each batch: write the clean episodes ``x [b, T, *input_shape]`` (scaled to ``[0, 1]``), corrupt
-    every frame, run ``model.attractor(state, noisy, steps)`` and compare each iterate with its clean frame.
+    every frame, run ``model.attractor(state, noisy, steps)`` and compare each iterate with its clean frame;
+    then again from the same corrupted frames with ``rtol``, each trajectory stopping once it has
+    converged in energy.
 
     :param noise: ``"gaussian"``: add ``N(0, noise_std²)`` to every element, then clip to ``[0, 1]``;
         ``"occlusion"``: set one random ``block x block`` square of every frame to 0 (image models only).
@@ -235,7 +246,9 @@ def denoising(
         step n -> n+1), ``never_rises`` (fraction of trajectories whose energy never rises), all relative to a
         tolerance of :data:`ENERGY_RISE_RTOL`; ``energy_traces`` (the energies of the first
         :data:`ENERGY_TRACES` trajectories, each [N+1]); ``examples``, a CPU tensor
-        ``[num_examples, N+2, *input_shape]`` (clean, noisy, iterations 1..N), not plain data.
+        ``[num_examples, N+2, *input_shape]`` (clean, noisy, iterations 1..N), not plain data;
+        ``converged``: the run with ``rtol``: ``rtol``, ``mse`` [N+1], ``energy`` [N+1] and ``iterations``
+        (the mean number of iterations a trajectory takes before it stops).
     :raises TypeError: for a model without a memory (the VAE).
     """
     memory_model = _require_memory(model, "denoising")
@@ -250,6 +263,7 @@ def denoising(
     ):
         _check_positive_int(name, value)
     _check_noise_std(noise_std)
+    _check_rtol(rtol)
     spec = model.input_spec
     if noise == "occlusion":
         _check_occlusion(spec, block)
@@ -257,7 +271,9 @@ def denoising(
     squared_error = torch.zeros(steps + 1, dtype=torch.float64)
     energy_sum = torch.zeros(steps + 1, dtype=torch.float64)
     rises = torch.zeros(steps, dtype=torch.float64)
-    never_rises, num_frames, num_elements = 0, 0, 0
+    converged_error = torch.zeros(steps + 1, dtype=torch.float64)
+    converged_energy = torch.zeros(steps + 1, dtype=torch.float64)
+    never_rises, num_frames, num_elements, iterations = 0, 0, 0, 0
     traces: list[list[float]] = []
     examples = torch.empty(0)
     with _evaluation(model, rng):
@@ -271,6 +287,10 @@ def denoising(
             rising = energies[1:] > energies[:-1] + ENERGY_RISE_RTOL * energies[:-1].abs()  # [N, b, T]
             rises += rising.flatten(1).sum(1).double().cpu()
             never_rises += int((~rising.any(0)).sum())
+            stopped, stopped_energies = memory_model.attractor(state, noisy, steps, rtol)
+            converged_error += ((stopped - clean) ** 2).flatten(1).sum(1).double().cpu()
+            converged_energy += stopped_energies.flatten(1).sum(1).double().cpu()
+            iterations += int((stopped_energies[1:] < stopped_energies[:-1]).sum())  # a stopped trajectory's energy stays put
             num_frames += clean.shape[0] * clean.shape[1]
             num_elements += clean.numel()
             if i == 0:  # the first batch supplies the energy traces and the example images
@@ -284,6 +304,12 @@ def denoising(
         "never_rises": never_rises / num_frames,
         "energy_traces": traces,
         "examples": examples,
+        "converged": {
+            "rtol": rtol,
+            "mse": (converged_error / num_elements).tolist(),
+            "energy": (converged_energy / num_frames).tolist(),
+            "iterations": iterations / num_frames,
+        },
     }
 
 
@@ -405,6 +431,7 @@ def evaluate_models(
                     config.block,
                     config.num_examples,
                     config.seed,
+                    config.attractor_rtol,
                 )
                 attractor_examples[f"{name}: {noise}"] = (result.pop("examples"), model.input_spec)
                 entry["denoising"][noise] = result
@@ -574,8 +601,16 @@ def _plot_denoising(path: Path, entries: Mapping[str, Mapping[str, Any]]) -> Pat
     for name, entry in entries.items():
         for noise, result in entry.get("denoising", {}).items():
             iterations = range(len(result["mse"]))
-            ax_mse.plot(iterations, result["mse"], marker=".", label=f"{name}, {noise}")
-            ax_energy.plot(iterations, result["energy"], marker=".", label=f"{name}, {noise}")
+            converged = result["converged"]
+            for ax, key in ((ax_mse, "mse"), (ax_energy, "energy")):
+                (line,) = ax.plot(iterations, result[key], marker=".", label=f"{name}, {noise}: {len(iterations) - 1} iterations")
+                ax.plot(
+                    iterations,
+                    converged[key],
+                    linestyle="--",
+                    color=line.get_color(),
+                    label=f"{name}, {noise}: stopped at rtol {converged['rtol']:g} ({converged['iterations']:.1f} iterations)",
+                )
     ax_mse.set_ylabel("MSE to the clean frames")
     ax_energy.set_ylabel("mean energy (nats / frame)")
     for ax in (ax_mse, ax_energy):
@@ -650,6 +685,11 @@ def _check_noise(noise: Any) -> None:
 def _check_noise_std(noise_std: Any) -> None:
     if not (isinstance(noise_std, (int, float)) and math.isfinite(noise_std) and noise_std >= 0):
         raise ValueError(f"noise_std must be a non-negative finite number, got {noise_std!r}")
+
+
+def _check_rtol(rtol: Any) -> None:
+    if not (isinstance(rtol, (int, float)) and math.isfinite(rtol) and rtol >= 0):
+        raise ValueError(f"attractor_rtol must be a non-negative finite number, got {rtol!r}")
 
 
 def _check_occlusion(spec: InputSpec, block: int) -> None:
