@@ -47,6 +47,7 @@ __all__ = [
     "capacity_curve",
     "check_enough_layouts",
     "conditional_nll",
+    "corrupt",
     "denoising",
     "evaluate_models",
     "sample_and_refine",
@@ -279,7 +280,7 @@ def denoising(
     with _evaluation(model, rng):
         for i, size in enumerate(_batch_sizes(num_episodes, batch_size)):
             clean = _unit_frames(_draw(sample, model, size, episode_length, mode, rng), model)  # [b, T, *input_shape]
-            noisy = _corrupt(clean, noise, noise_std, block, spec, rng)
+            noisy = corrupt(clean, noise, noise_std, block, spec, rng)
             state = memory_model.write(clean)
             trajectory, energies = memory_model.attractor(state, noisy, steps)  # [N+1, b, T, ...], [N+1, b, T]
             squared_error += ((trajectory - clean) ** 2).flatten(1).sum(1).double().cpu()
@@ -499,7 +500,7 @@ def _unit_frames(x: torch.Tensor, model: MemoryMachine) -> torch.Tensor:
     return x.to(model.dtype) / 255.0 if x.dtype == torch.uint8 else x.to(model.dtype)
 
 
-def _corrupt(
+def corrupt(
     clean: torch.Tensor, noise: str, noise_std: float, block: int, spec: InputSpec, rng: np.random.Generator
 ) -> torch.Tensor:
     """Corrupt every frame of ``clean [B, T, *input_shape]`` (floats in ``[0, 1]``); see :func:`denoising`."""
