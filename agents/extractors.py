@@ -15,10 +15,18 @@ from gymnasium import spaces
 from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
+from torch.nn import functional as F
 
-__all__ = ["MemoryFeaturesExtractor", "SmallImageCNN", "MemoryAttention"]
+__all__ = ["MemoryFeaturesExtractor", "SmallImageCNN", "MemoryAttention", "symlog"]
 
 MEMORY_KEY = "memory"
+CODE_KEYS = ("retrieval",)  # read-outs in the machine's code space, of the machine's scale
+NOVELTY_KEY = "novelty"
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x) ln(1 + |x|)``: compresses values spanning orders of magnitude, keeps sign and order."""
+    return torch.sign(x) * torch.log1p(x.abs())
 
 
 class SmallImageCNN(nn.Module):
@@ -77,7 +85,14 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
 
     ``features_dim`` is the sum of the parts.
 
+    The read-outs come at the machine's scale: codes with norms near 100 and a novelty (an energy)
+    of tens to thousands of nats for the maze machines. With ``normalise_readouts`` (default) each
+    code (``retrieval`` and every row of ``memory``) is layer-normalised (zero mean, unit variance over
+    its C entries, no learned parameters) and the novelty enters as ``symlog(n) = sign(n) ln(1 + |n|)``,
+    so the policy sees inputs of order one whatever machine made them.
+
     :param observation_space: the (preprocessed, channels-first for images) Dict space.
+    :param normalise_readouts: normalise the memory read-outs as above; False feeds them raw.
     """
 
     def __init__(
@@ -87,6 +102,7 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
         cnn_channels: int = 32,
         mlp_features: int = 64,
         attention_dim: int = 64,
+        normalise_readouts: bool = True,
     ) -> None:
         if not isinstance(observation_space, spaces.Dict):
             raise ValueError(f"MemoryFeaturesExtractor needs Dict observations, got {observation_space}")
@@ -115,12 +131,25 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
             else None
         )
         self.attention = MemoryAttention(query_dim, memory_space.shape[1], attention_dim) if memory_space is not None else None
+        self.normalise_readouts = normalise_readouts
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = [self.cnns[k](observations[k]) for k in self.image_keys]
         if self.mlp is not None:
-            parts.append(self.mlp(torch.cat([observations[k].flatten(1) for k in self.flat_keys], dim=1)))
+            parts.append(self.mlp(torch.cat([self._flat(k, observations[k]) for k in self.flat_keys], dim=1)))
         query = torch.cat(parts, dim=1)  # [N, query_dim]
         if self.attention is None:
             return query
-        return torch.cat([query, self.attention(query, observations[MEMORY_KEY])], dim=1)
+        memory = observations[MEMORY_KEY]  # [N, K, C]
+        if self.normalise_readouts:
+            memory = F.layer_norm(memory, memory.shape[-1:])
+        return torch.cat([query, self.attention(query, memory)], dim=1)
+
+    def _flat(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        """One flat key as ``[N, D]``, normalised when it is a read-out (see the class docstring)."""
+        x = x.flatten(1)
+        if self.normalise_readouts and key in CODE_KEYS:
+            return F.layer_norm(x, x.shape[-1:])
+        if self.normalise_readouts and key == NOVELTY_KEY:
+            return symlog(x)
+        return x

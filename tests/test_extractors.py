@@ -50,9 +50,39 @@ def test_features_have_the_declared_size_and_attention_reads_the_memory():
     obs["memory"] = torch.randn(5, 6, 12)
     features = extractor(obs)
     assert features.shape == (5, 28)
-    changed = dict(obs, memory=obs["memory"] + 1.0)
+    changed = dict(obs, memory=obs["memory"] + torch.randn(5, 6, 12))
     assert not torch.allclose(extractor(changed)[:, -4:], features[:, -4:])  # the attention part reads the memory
     torch.testing.assert_close(extractor(changed)[:, :-4], features[:, :-4])  # and only it
+
+
+def test_readouts_are_normalised_to_order_one_whatever_the_machine_scale():
+    space = spaces.Dict(
+        {
+            "observation": spaces.Box(0.0, 1.0, (3, 7, 7), np.float32),
+            "retrieval": spaces.Box(-np.inf, np.inf, (12,), np.float32),
+            "novelty": spaces.Box(0.0, np.inf, (1,), np.float32),
+            "memory": spaces.Box(-np.inf, np.inf, (6, 12), np.float32),
+        }
+    )
+    torch.manual_seed(0)
+    obs = {
+        "observation": torch.rand(5, 3, 7, 7),
+        "retrieval": 80 * torch.randn(5, 12),
+        "novelty": torch.tensor([[0.0], [3.0], [40.0], [900.0], [12_000.0]]),
+        "memory": 80 * torch.randn(5, 6, 12) + 5,
+    }
+    normalised = MemoryFeaturesExtractor(space, cnn_features=16, mlp_features=8, attention_dim=4)
+    torch.testing.assert_close(normalised._flat("novelty", obs["novelty"]), torch.log1p(obs["novelty"]))
+    code = normalised._flat("retrieval", obs["retrieval"])  # per code: zero mean, unit (biased) variance
+    torch.testing.assert_close(code.mean(1), torch.zeros(5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(code.var(1, unbiased=False), torch.ones(5), atol=1e-3, rtol=0)
+    rescaled = dict(obs, retrieval=0.01 * obs["retrieval"], memory=0.01 * (obs["memory"] - 5))  # another machine's scale
+    torch.testing.assert_close(normalised(rescaled), normalised(obs), atol=1e-4, rtol=1e-4)  # the policy sees the same
+
+    raw = MemoryFeaturesExtractor(space, cnn_features=16, mlp_features=8, attention_dim=4, normalise_readouts=False)
+    raw.load_state_dict(normalised.state_dict())  # same weights: only the normalisation differs
+    changed = (raw(rescaled) - raw(obs)).abs()  # [5, 28]
+    assert (changed[:, 16:24].amax(1) > 1e-2).all() and (changed[:, 24:].amax(1) > 1e-2).all()
 
 
 def test_attention_is_a_convex_combination_of_values():
