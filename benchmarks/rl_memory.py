@@ -3,10 +3,10 @@
 For every task, method and seed: train with ``episodic-memory train-agent`` settings (8 envs,
 32x32 egocentric frames, the same features extractor for every method), evaluate the success rate
 every ``--eval-every`` steps (the learning curve) and at the end, and time the training (evaluations
-left out). Prints one row
-per task and method: final success rate and mean return (mean ± std over seeds), environment steps
-until the success rate first reaches 0.9 (if it does), and training frames per second; writes
-``OUT/results.json``.
+left out). Prints one row per task and method: final success rate and mean return of the greedy
+policy (mean ± std over seeds), the success rate with actions sampled as in training (a policy still
+near uniform can loop forever when greedy), environment steps until the greedy success rate first
+reaches 0.9 (if it does), and training frames per second; writes ``OUT/results.json``.
 
 Usage::
 
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from train.train_agent import TrainAgentConfig, train_agent
+from train.train_agent import TrainAgentConfig, evaluate_agent, train_agent
 
 METHODS = {  # name -> (algo, memory, novelty reward coefficient)
     "ppo": ("ppo", "none", 0.0),
@@ -77,6 +77,7 @@ def run_one(env_id: str, method: str, seed: int, args: argparse.Namespace) -> di
         wandb_mode=args.wandb_mode,
     )
     summary = train_agent(config, progress=args.jobs == 1)
+    sampled = evaluate_agent(Path(summary["agent"]), args.eval_episodes, seed=seed + 10_000, deterministic=False)
     return {
         "env_id": env_id,
         "method": method,
@@ -86,6 +87,7 @@ def run_one(env_id: str, method: str, seed: int, args: argparse.Namespace) -> di
         "fps": summary["fps"],
         "success_rate": summary["evaluation"]["success_rate"],
         "mean_return": summary["evaluation"]["mean_return"],
+        "sampled_success_rate": sampled["success_rate"],
         "steps_to_threshold": steps_to_success(run_dir, args.threshold),
     }
 
@@ -121,7 +123,10 @@ def main() -> None:
             (out / "results.json").write_text(json.dumps(results, indent=2))
 
     print(f"\n{args.steps:,} steps per run, seeds {args.seeds}, {args.num_envs} envs, {args.frame_size}x{args.frame_size} frames")
-    header = f"{'task':<24} {'method':<15} {'success':>13} {'return':>13} {'steps to ' + str(args.threshold):>14} {'fps':>7}"
+    header = (
+        f"{'task':<24} {'method':<15} {'success':>13} {'return':>13} {'sampled':>13} "
+        f"{'steps to ' + str(args.threshold):>14} {'fps':>7}"
+    )
     print(header)
     print("-" * len(header))
     for env_id in args.envs:
@@ -129,11 +134,13 @@ def main() -> None:
             rows = [r for r in results if r["env_id"] == env_id and r["method"] == method]
             success = np.array([r["success_rate"] for r in rows])
             returns = np.array([r["mean_return"] for r in rows])
+            sampled = np.array([r["sampled_success_rate"] for r in rows])
             reached = [r["steps_to_threshold"] for r in rows if r["steps_to_threshold"] is not None]
             to_threshold = f"{int(np.mean(reached)):,} ({len(reached)}/{len(rows)})" if reached else f"— (0/{len(rows)})"
             print(
                 f"{env_id:<24} {method:<15} {success.mean():>6.2f} ± {success.std():<4.2f} "
-                f"{returns.mean():>6.3f} ± {returns.std():<4.2f} {to_threshold:>14} {np.mean([r['fps'] for r in rows]):>7.0f}"
+                f"{returns.mean():>6.3f} ± {returns.std():<4.2f} {sampled.mean():>6.2f} ± {sampled.std():<4.2f} "
+                f"{to_threshold:>14} {np.mean([r['fps'] for r in rows]):>7.0f}"
             )
 
 

@@ -54,6 +54,17 @@ def test_trains_saves_checkpoints_and_evaluates(tmp_path, algo, memory, novelty_
     assert any("memory/novelty_bonus" in r for r in logged) == (novelty_reward > 0)
 
 
+def test_sampled_evaluation_is_seeded_and_kept_apart_from_the_greedy_one(tmp_path):
+    train_agent(tiny(tmp_path, env_id="MiniGrid-Empty-5x5-v0", memory="none", eval_episodes=4), progress=False)
+    greedy = (tmp_path / "evaluation.json").read_bytes()
+    assert json.loads(greedy)["policy"] == "greedy"
+    runs = [evaluate_agent(tmp_path / "agent.zip", episodes=8, seed=seed, deterministic=False) for seed in (3, 3, 4)]
+    assert runs[0] == runs[1] and runs[0]["policy"] == "sampled"  # the same seed samples the same actions
+    assert runs[0]["mean_return"] != runs[2]["mean_return"]  # another seed, other walks (returns pay for speed)
+    assert json.loads((tmp_path / "evaluation-sampled.json").read_text()) == runs[2]
+    assert (tmp_path / "evaluation.json").read_bytes() == greedy  # the greedy report is not overwritten
+
+
 def test_same_seed_same_agent(tmp_path):
     a = train_agent(tiny(tmp_path / "a", eval_episodes=0), progress=False)
     b = train_agent(tiny(tmp_path / "b", eval_episodes=0), progress=False)

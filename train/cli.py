@@ -97,7 +97,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--agent", required=True, help="agent.zip written by `episodic-memory train-agent`")
     p.add_argument("--episodes", type=int, default=100, help="episodes to run")
-    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation environments")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation environments (and of sampled actions)")
+    p.add_argument(
+        "--stochastic",
+        action="store_true",
+        help="sample actions from the policy as in training instead of taking the most probable one; "
+        "writes evaluation-sampled.json",
+    )
 
     p = commands.add_parser(
         "demo",
@@ -169,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return run_demo(config_from_args(DemoConfig, args))
         if args.command == "evaluate-agent":
-            print(json.dumps(evaluate_agent(args.agent, args.episodes, args.seed), indent=2))
+            print(json.dumps(evaluate_agent(args.agent, args.episodes, args.seed, deterministic=not args.stochastic), indent=2))
             return 0
         report = _evaluate(args)
         print(json.dumps({name: entry["conditional_nll"] for name, entry in report["models"].items()}, indent=2))

@@ -23,6 +23,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
+from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.builder import ALGORITHMS, AgentConfig, build_agent, make_agent_env
@@ -188,11 +189,16 @@ class _PeriodicEvaluation(BaseCallback):
 
 
 def evaluate_agent(agent: str | Path, episodes: int = 100, seed: int = 0, deterministic: bool = True) -> dict[str, Any]:
-    """Success rate and mean return of a saved agent over ``episodes`` episodes; writes ``evaluation.json`` beside it.
+    """Success rate and mean return of a saved agent over ``episodes`` episodes; writes the report beside it.
 
     The environment is rebuilt from ``agent_config.json`` next to ``agent``. An episode succeeds when
     it ends with a positive reward (MiniGrid pays ``1 - 0.9 t / max_steps`` on success, 0 otherwise).
     Returns are extrinsic: an agent trained with ``novelty_reward`` is scored without its bonus.
+
+    :param deterministic: True takes the policy's most probable action (``policy: "greedy"``, written
+        to ``evaluation.json``); False samples actions as in training (``policy: "sampled"``, written to
+        ``evaluation-sampled.json``), seeded by ``seed``. A policy still close to uniform can be stuck
+        when greedy (one action forever in a state it keeps seeing) and fine when sampled.
     """
     agent = Path(agent)
     config_path = agent.parent / "agent_config.json"
@@ -228,16 +234,18 @@ def evaluate_agent(agent: str | Path, episodes: int = 100, seed: int = 0, determ
     except Exception as error:  # noqa: BLE001 - SB3 raises many kinds for a damaged zip; all mean the same to the user
         venv.close()
         raise ValueError(f"cannot load the agent {str(agent)!r} ({type(error).__name__}: {error}); {retrain}") from error
+    set_random_seed(seed)  # the actions sampled when not deterministic
     returns, successes = run_episodes(model, venv, episodes, deterministic)
     venv.close()
     report = {
         "env_id": config.env_id,
         "algo": config.algo,
         "memory": config.memory,
+        "policy": "greedy" if deterministic else "sampled",
         "episodes": episodes,
         "success_rate": float(np.mean(successes)),
         "mean_return": float(np.mean(returns)),
         "std_return": float(np.std(returns)),
     }
-    (agent.parent / "evaluation.json").write_text(json.dumps(report, indent=2))
+    (agent.parent / ("evaluation.json" if deterministic else "evaluation-sampled.json")).write_text(json.dumps(report, indent=2))
     return report
