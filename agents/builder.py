@@ -12,6 +12,7 @@ baselines differ from the memory agent only by the read-outs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium
@@ -29,7 +30,7 @@ from episodic_memory import DynamicKanervaMachine, GenerativeMemory, KanervaMach
 from episodic_memory.readouts import READOUTS, resolve_machine
 from episodic_memory.vec_env import VecEpisodicMemory
 
-__all__ = ["ALGORITHMS", "AgentConfig", "build_agent", "make_agent_env", "make_machine"]
+__all__ = ["ALGORITHMS", "AgentConfig", "build_agent", "load_agent", "make_agent_env", "make_machine"]
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "recurrent_ppo": RecurrentPPO}
 
@@ -141,8 +142,27 @@ def build_agent(config: AgentConfig, venv: VecEnv | None = None) -> BaseAlgorith
     return algo(
         policy,
         venv,
-        policy_kwargs={"features_extractor_class": MemoryFeaturesExtractor},
+        policy_kwargs={
+            "features_extractor_class": MemoryFeaturesExtractor,
+            "features_extractor_kwargs": {"normalise_readouts": True},  # saved in agent.zip: see load_agent
+        },
         seed=config.seed,
         device=device,
         **kwargs,
     )
+
+
+def load_agent(path: str | Path, algo: str, venv: VecEnv, device: str | torch.device = "cpu") -> BaseAlgorithm:
+    """An agent saved by :func:`build_agent` (``model.save(path)``), on ``venv``.
+
+    Agents saved before :class:`MemoryFeaturesExtractor` normalised the memory read-outs have no
+    ``normalise_readouts`` in their saved ``features_extractor_kwargs``; they keep reading them raw,
+    as they were trained.
+    """
+    model = ALGORITHMS[algo].load(path, env=venv, device=device)
+    saved = (model.policy_kwargs or {}).get("features_extractor_kwargs") or {}
+    if "normalise_readouts" not in saved:
+        for module in model.policy.modules():
+            if isinstance(module, MemoryFeaturesExtractor):
+                module.normalise_readouts = False
+    return model

@@ -11,6 +11,7 @@ from sb3_contrib import RecurrentPPO
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from agents.builder import AgentConfig, build_agent, load_agent
 from agents.extractors import MemoryAttention, MemoryFeaturesExtractor, SmallImageCNN
 from envs.mazes import make_frame_env
 from episodic_memory import DynamicKanervaMachine
@@ -83,6 +84,20 @@ def test_readouts_are_normalised_to_order_one_whatever_the_machine_scale():
     raw.load_state_dict(normalised.state_dict())  # same weights: only the normalisation differs
     changed = (raw(rescaled) - raw(obs)).abs()  # [5, 28]
     assert (changed[:, 16:24].amax(1) > 1e-2).all() and (changed[:, 24:].amax(1) > 1e-2).all()
+
+
+def test_agents_saved_before_the_normalisation_keep_reading_raw(dkm, tmp_path):
+    venv = memory_venv(dkm)
+    old = PPO(
+        "MultiInputPolicy", venv, n_steps=8, batch_size=8, policy_kwargs={"features_extractor_class": MemoryFeaturesExtractor}
+    )
+    old.save(tmp_path / "old.zip")
+    new = build_agent(AgentConfig(frame_size=FRAME, num_envs=2, n_steps=8, batch_size=8, device="cpu"), venv)
+    new.save(tmp_path / "new.zip")
+    for name, normalised in (("old", False), ("new", True)):
+        model = load_agent(tmp_path / f"{name}.zip", "ppo", venv)
+        extractors = [m for m in model.policy.modules() if isinstance(m, MemoryFeaturesExtractor)]
+        assert extractors and all(m.normalise_readouts is normalised for m in extractors)
 
 
 def test_attention_is_a_convex_combination_of_values():

@@ -26,7 +26,7 @@ from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.builder import ALGORITHMS, AgentConfig, build_agent, make_agent_env
+from agents.builder import ALGORITHMS, AgentConfig, build_agent, load_agent, make_agent_env
 from agents.callbacks import MemoryMetricsCallback
 from episodic_memory import DynamicKanervaMachine, KanervaMachine, read_checkpoint_header
 from train.config import field
@@ -220,7 +220,8 @@ def evaluate_agent(agent: str | Path, episodes: int = 100, seed: int = 0, determ
     try:
         config = AgentConfig(**{f.name: saved[f.name] for f in dataclasses.fields(AgentConfig) if f.name in saved})
         config = dataclasses.replace(config, seed=seed, readouts=tuple(config.readouts))
-        algo = ALGORITHMS[config.algo]
+        if config.algo not in ALGORITHMS:
+            raise KeyError(config.algo)
     except (TypeError, KeyError) as error:
         raise ValueError(f"{str(config_path)!r} holds invalid agent options ({error!r}); {retrain}") from error
     _check_memory_checkpoint(
@@ -230,7 +231,7 @@ def evaluate_agent(agent: str | Path, episodes: int = 100, seed: int = 0, determ
     )
     venv = make_agent_env(config)
     try:
-        model: BaseAlgorithm = algo.load(agent, env=venv, device="cpu")
+        model = load_agent(agent, config.algo, venv)
     except Exception as error:  # noqa: BLE001 - SB3 raises many kinds for a damaged zip; all mean the same to the user
         venv.close()
         raise ValueError(f"cannot load the agent {str(agent)!r} ({type(error).__name__}: {error}); {retrain}") from error
