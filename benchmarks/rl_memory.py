@@ -6,7 +6,8 @@ every ``--eval-every`` steps (the learning curve) and at the end, and time the t
 left out). Prints one row per task and method: final success rate and mean return of the greedy
 policy (mean ± std over seeds), the success rate with actions sampled as in training (a policy still
 near uniform can loop forever when greedy), environment steps until the greedy success rate first
-reaches 0.9 (if it does), and training frames per second; writes ``OUT/results.json``.
+reaches 0.9 (if it does), and training frames per second; writes ``OUT/results.json`` and the
+learning curves ``OUT/learning_curves.png``.
 
 Usage::
 
@@ -14,6 +15,7 @@ Usage::
     python benchmarks/rl_memory.py --steps 2000000 --seeds 0 1 2     # a budget that can separate the methods
     python benchmarks/rl_memory.py --memory-checkpoint runs/pretrain-dkm/model.safetensors
     python benchmarks/rl_memory.py --jobs 9 --envs MiniGrid-MemoryS7-v0    # one process per run, 9 cores
+    python benchmarks/rl_memory.py --plot runs/a runs/b --out runs/both       # learning curves of finished runs
 
 A memory-less policy that grabs either object scores about 0.5 on these tasks; "solved" means
 success well above 0.5. The default budget (40k steps a run, 3 seeds, 2 tasks; training speeds on 2
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from train.train_agent import TrainAgentConfig, evaluate_agent, train_agent
@@ -52,6 +55,40 @@ def steps_to_success(run_dir: Path, threshold: float) -> int | None:
         if record.get("eval/success_rate", -1.0) >= threshold:
             return int(record["step"])
     return None
+
+
+def plot_learning_curves(roots: list[Path], path: Path) -> Path:
+    """``path`` (PNG): per task, the training return (actions sampled, a rolling mean over 100 episodes)
+    against environment steps, one line per run, and the greedy evaluations as dots, one colour per
+    method; read from the ``metrics.jsonl`` of every run under ``roots`` (``ROOT/<task>/<method>/seed<N>/``)."""
+    runs = sorted(p for root in roots for p in Path(root).glob("*/*/seed*/metrics.jsonl"))
+    if not runs:
+        raise SystemExit(f"no runs (<task>/<method>/seed<N>/metrics.jsonl) under {', '.join(map(str, roots))}")
+    tasks = sorted({p.parts[-4] for p in runs})
+    methods = sorted({p.parts[-3] for p in runs})
+    colours = {method: f"C{i}" for i, method in enumerate(methods)}
+    fig = Figure(figsize=(6.5 * len(tasks), 4.2), layout="constrained")
+    for ax, task in zip(fig.subplots(1, len(tasks), squeeze=False)[0], tasks, strict=True):
+        labelled: set[str] = set()
+        for metrics in (p for p in runs if p.parts[-4] == task):
+            method = metrics.parts[-3]
+            records = [json.loads(line) for line in metrics.read_text().splitlines()]
+            train = [(r["step"], r["rollout/ep_rew_mean"]) for r in records if "rollout/ep_rew_mean" in r]
+            greedy = [(r["step"], r["eval/success_rate"]) for r in records if "eval/success_rate" in r]
+            first = method not in labelled
+            labelled.add(method)
+            if train:
+                ax.plot(
+                    *zip(*train, strict=True), color=colours[method], lw=1, label=f"{method}: training return" if first else None
+                )
+            if greedy:
+                label = f"{method}: greedy success" if first else None
+                ax.plot(*zip(*greedy, strict=True), "o", color=colours[method], ms=4, label=label)
+        ax.axhline(0.5, color="grey", ls=":", lw=1)
+        ax.set(title=task, xlabel="environment steps", ylabel="return / success rate", ylim=(-0.02, 1.02))
+        ax.legend(fontsize="x-small")
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def run_one(env_id: str, method: str, seed: int, args: argparse.Namespace) -> dict:
@@ -109,9 +146,18 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each (on a machine with the cores)")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device of the policies and memories")
     parser.add_argument("--wandb-mode", default="disabled", choices=["online", "offline", "disabled"])
+    parser.add_argument(
+        "--plot",
+        nargs="+",
+        metavar="DIR",
+        help="train nothing: draw OUT/learning_curves.png from the runs already in these --out directories",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.plot:
+        print(plot_learning_curves([Path(d) for d in args.plot], out / "learning_curves.png"))
+        return
 
     runs = [(env_id, method, seed) for env_id in args.envs for method in args.methods for seed in args.seeds]
     results: list[dict] = []
@@ -121,6 +167,7 @@ def main() -> None:
             results.append(future.result())
             results.sort(key=lambda r: runs.index((r["env_id"], r["method"], r["seed"])))
             (out / "results.json").write_text(json.dumps(results, indent=2))
+    plot_learning_curves([out], out / "learning_curves.png")
 
     print(f"\n{args.steps:,} steps per run, seeds {args.seeds}, {args.num_envs} envs, {args.frame_size}x{args.frame_size} frames")
     header = (
