@@ -20,8 +20,8 @@ Usage::
 A memory-less policy that grabs either object scores about 0.5 on these tasks; "solved" means
 success well above 0.5. The default budget (40k steps a run, 3 seeds, 2 tasks; training speeds on 2
 cores: PPO about 370 frames/s, PPO+DKM 320, RecurrentPPO 100) fits the hour but cannot separate the
-methods: on MemoryS7 every method sat at chance for 0.5-1.8M steps (shared/FACTS.md). Use a larger
-``--steps``, ideally on a machine with more cores or a GPU.
+methods: on MemoryS7 PPO + DKM left chance after 300-530k steps and PPO without memory after about
+650k (README). Use ``--steps 1000000`` or more, ideally on a machine with more cores or a GPU.
 """
 
 from __future__ import annotations
