@@ -22,7 +22,7 @@ from episodic_memory.likelihoods import BernoulliLikelihood, DiscretisedLogistic
 from episodic_memory.memory import KanervaMemory, MemoryState
 from episodic_memory.preprocessing import InputSpec
 
-__all__ = ["GenerativeMemory", "MemoryMachine", "load_machine", "read_checkpoint_header", "FORMAT_VERSION"]
+__all__ = ["GenerativeMemory", "MemoryMachine", "load_machine", "read_checkpoint_header", "stop_at_convergence", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _METADATA_KEY = "episodic_memory"
@@ -244,26 +244,14 @@ class GenerativeMemory(MemoryMachine, abstract=True):
         if rtol is not None and not (isinstance(rtol, (int, float)) and math.isfinite(rtol) and rtol >= 0):
             raise ValueError(f"rtol must be None or a finite number >= 0, got {rtol!r}")
         B, T = x.shape[:2]
-        frames = self._frames_in(x)  # [B*T, *model_shape]
-        params, energy = self._energy_terms(state, frames, B, T)
-        trajectory, energies = [frames], [energy]
-        moving = torch.ones(B * T, dtype=torch.bool, device=frames.device)  # trajectories not yet converged
+        trajectory, energies = [self._frames_in(x)], []
         for _ in range(steps):
-            if not moving.any():  # every trajectory has converged: the rest of the trajectory repeats
-                trajectory.append(frames)
-                energies.append(energy)
-                continue
-            candidate = self.likelihood.mode(params)
-            candidate_params, candidate_energy = self._energy_terms(state, candidate, B, T)
-            if rtol is not None:
-                moving &= (candidate_energy < energy - rtol * energy.abs()).flatten()
-                step = moving.view(-1, *[1] * (frames.dim() - 1))  # [B*T, 1, ...]
-                candidate = torch.where(step, candidate, frames)
-                candidate_energy = torch.where(moving.view(B, T), candidate_energy, energy)
-            frames, params, energy = candidate, candidate_params, candidate_energy
-            trajectory.append(frames)
+            params, energy = self._energy_terms(state, trajectory[-1], B, T)
             energies.append(energy)
-        return torch.stack([self._frames_out(f, B, T) for f in trajectory]), torch.stack(energies)
+            trajectory.append(self.likelihood.mode(params))
+        energies.append(self._energy_terms(state, trajectory[-1], B, T)[1])
+        frames, energy = torch.stack([self._frames_out(f, B, T) for f in trajectory]), torch.stack(energies)
+        return (frames, energy) if rtol is None else stop_at_convergence(frames, energy, rtol)
 
     def retrieve(self, state: MemoryState, z: torch.Tensor, steps: int) -> torch.Tensor:
         """Code-space attractor, the cheap variant used by the RL wrapper: ``z [B, T, C] -> [B, T, C]``.
@@ -279,6 +267,22 @@ class GenerativeMemory(MemoryMachine, abstract=True):
             raise TypeError(f"state must be a MemoryState, got {type(state).__name__}")
         if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] != state.batch_size:
             raise ValueError(f"x holds {x.shape[0]} episodes but state holds {state.batch_size} memories")
+
+
+def stop_at_convergence(trajectory: torch.Tensor, energies: torch.Tensor, rtol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hold each trajectory of an attractor run at its first iterate whose next step lowers the energy by
+    less than ``rtol |E|`` (see :meth:`GenerativeMemory.attractor`).
+
+    :param trajectory: ``[N+1, B, T, *input_shape]``, as :meth:`GenerativeMemory.attractor` returns it.
+    :param energies: ``[N+1, B, T]``.
+    :return: the stopped ``trajectory`` and ``energies``, same shapes; the energies never rise.
+    """
+    falls = energies[1:] < energies[:-1] - rtol * energies[:-1].abs()  # [N, B, T]
+    taken = falls.long().cumprod(0).sum(0)  # [B, T]: iterations before the first that does not fall enough
+    iteration = torch.arange(len(energies), device=energies.device).view(-1, 1, 1)  # [N+1, 1, 1]
+    kept = torch.minimum(iteration, taken)  # [N+1, B, T]: the iterate each trajectory holds at each iteration
+    index = kept.view(*kept.shape, *[1] * (trajectory.dim() - 3)).expand_as(trajectory)
+    return trajectory.gather(0, index), energies.gather(0, kept)
 
 
 def read_checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:

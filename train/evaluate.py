@@ -35,7 +35,7 @@ from matplotlib.ticker import MaxNLocator
 
 from envs.dataset import parse_mode
 from episodic_memory.dkm import DynamicKanervaMachine
-from episodic_memory.machine import GenerativeMemory, MemoryMachine
+from episodic_memory.machine import GenerativeMemory, MemoryMachine, stop_at_convergence
 from episodic_memory.memory import MemoryState
 from episodic_memory.preprocessing import InputSpec
 from train.figures import image_grid
@@ -235,8 +235,8 @@ def denoising(
 
     For each batch: write the clean episodes ``x [b, T, *input_shape]`` (scaled to ``[0, 1]``), corrupt
     every frame, run ``model.attractor(state, noisy, steps)`` and compare each iterate with its clean frame;
-    then again from the same corrupted frames with ``rtol``, each trajectory stopping once it has
-    converged in energy.
+    the same run, each trajectory stopped once it has converged in energy (``rtol``, see
+    :func:`~episodic_memory.machine.stop_at_convergence`), gives the ``converged`` curve.
 
     :param noise: ``"gaussian"``: add ``N(0, noise_std²)`` to every element, then clip to ``[0, 1]``;
         ``"occlusion"``: set one random ``block x block`` square of every frame to 0 (image models only).
@@ -288,7 +288,7 @@ def denoising(
             rising = energies[1:] > energies[:-1] + ENERGY_RISE_RTOL * energies[:-1].abs()  # [N, b, T]
             rises += rising.flatten(1).sum(1).double().cpu()
             never_rises += int((~rising.any(0)).sum())
-            stopped, stopped_energies = memory_model.attractor(state, noisy, steps, rtol)
+            stopped, stopped_energies = stop_at_convergence(trajectory, energies, rtol)
             converged_error += ((stopped - clean) ** 2).flatten(1).sum(1).double().cpu()
             converged_energy += stopped_energies.flatten(1).sum(1).double().cpu()
             iterations += int((stopped_energies[1:] < stopped_energies[:-1]).sum())  # a stopped trajectory's energy stays put
