@@ -35,7 +35,7 @@ bench: venv
 
 # make demo SCALE=full: the README's budgets (about an hour); DEMO_ARGS="--out runs/x --seed 1" passes more options.
 demo: venv
-	$(PY) -m train.cli demo --scale $(SCALE) $(DEMO_ARGS)
+	$(PY) -m episodic_memory.train.cli demo --scale $(SCALE) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

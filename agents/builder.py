@@ -3,9 +3,9 @@
     model = build_agent(AgentConfig(env_id="MiniGrid-MemoryS7-v0", memory="dkm", memory_checkpoint="runs/dkm/model.safetensors"))
     model.learn(100_000)
 
-The agent sees egocentric RGB frames (``frame_size`` pixels, :func:`envs.make_frame_env`) as the
+The agent sees egocentric RGB frames (``frame_size`` pixels, :func:`episodic_memory.envs.make_frame_env`) as the
 ``observation`` key of a Dict, plus the memory read-outs when ``memory`` is not ``"none"``; every
-agent, with or without memory, uses :class:`~agents.extractors.MemoryFeaturesExtractor`, so the
+agent, with or without memory, uses :class:`~episodic_memory.agents.extractors.MemoryFeaturesExtractor`, so the
 baselines differ from the memory agent only by the read-outs.
 """
 
@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import gymnasium
 import torch
+from episodic_memory.agents.extractors import MemoryFeaturesExtractor
+from episodic_memory.envs.mazes import make_frame_env
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 from stable_baselines3 import A2C, PPO
@@ -24,8 +26,6 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
-from agents.extractors import MemoryFeaturesExtractor
-from envs.mazes import make_frame_env
 from episodic_memory import DynamicKanervaMachine, GenerativeMemory, KanervaMachine
 from episodic_memory.readouts import READOUTS, resolve_machine
 from episodic_memory.vec_env import VecEpisodicMemory

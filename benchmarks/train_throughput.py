@@ -18,8 +18,7 @@ import time
 
 import numpy as np
 import torch
-
-from train.pretrain import PretrainConfig, build_model, resolve_device
+from episodic_memory.train.pretrain import PretrainConfig, build_model, resolve_device
 
 
 def frames_per_second(model_name: str, config: PretrainConfig, x: torch.Tensor, device: torch.device, steps: int) -> float:
@@ -62,7 +61,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     B, T = config.batch_size, config.episode_length
     if args.data:
-        from envs.dataset import FrameDataset
+        from episodic_memory.envs.dataset import FrameDataset
 
         x = FrameDataset(args.data, split="train").sample(B, T, config.mode, rng)
     else:

@@ -3,9 +3,9 @@
 Importing this package registers the ``EpisodicMemory-RandomMaze-S{n}-v0`` Gymnasium ids.
 """
 
-from envs.collect import CollectConfig, collect
-from envs.dataset import FrameDataset
-from envs.mazes import (
+from episodic_memory.envs.collect import CollectConfig, collect
+from episodic_memory.envs.dataset import FrameDataset
+from episodic_memory.envs.mazes import (
     DEFAULT_MAZES,
     RANDOM_MAZE_SIZES,
     VIEWS,

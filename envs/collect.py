@@ -1,4 +1,4 @@
-"""Collect frames of maze layouts into a resumable dataset directory (format: :mod:`envs.shards`).
+"""Collect frames of maze layouts into a resumable dataset directory (format: :mod:`episodic_memory.envs.shards`).
 
 Shape convention (every array in this module):
 
@@ -34,12 +34,8 @@ from typing import TYPE_CHECKING, Any
 import gymnasium
 import numpy as np
 import torch
-from minigrid.core.actions import Actions
-from minigrid.core.world_object import Door
-from tqdm import tqdm
-
-from envs.mazes import DEFAULT_MAZES, VIEWS, layout_id, make_frame_env
-from envs.shards import (
+from episodic_memory.envs.mazes import DEFAULT_MAZES, VIEWS, layout_id, make_frame_env
+from episodic_memory.envs.shards import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     TMP_SUFFIX,
@@ -49,6 +45,9 @@ from envs.shards import (
     write_json_atomic,
     write_shard,
 )
+from minigrid.core.actions import Actions
+from minigrid.core.world_object import Door
+from tqdm import tqdm
 
 if TYPE_CHECKING:
     from stable_baselines3 import PPO

@@ -1,4 +1,4 @@
-"""Frames collected by :func:`envs.collect.collect`, loaded in memory, and episodes sampled from them.
+"""Frames collected by :func:`episodic_memory.envs.collect.collect`, loaded in memory, and episodes sampled from them.
 
 Shape convention (every tensor in this module):
 
@@ -26,8 +26,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-
-from envs.shards import COLLECT_HINT, load_shard, read_manifest
+from episodic_memory.envs.shards import COLLECT_HINT, load_shard, read_manifest
 
 __all__ = ["SPLITS", "FrameDataset", "is_test_layout", "parse_mode"]
 
@@ -58,7 +57,7 @@ def parse_mode(mode: str) -> int | None:
 class FrameDataset:
     """The frames of one split of a dataset directory, all in memory as ``frames uint8 [L, S, H, W, 3]``.
 
-    :param root: a directory written by :func:`envs.collect.collect`.
+    :param root: a directory written by :func:`episodic_memory.envs.collect.collect`.
     :param split: ``"train"``, ``"test"`` or ``"all"`` (see the module docstring for the rule).
     :param test_fraction: expected fraction of layouts in ``test``, in ``[0, 1]``.
     :raises FileNotFoundError: ``root`` does not exist.

@@ -57,7 +57,7 @@ def random_maze_id(size: int) -> str:
     return f"EpisodicMemory-RandomMaze-S{size}-v0"
 
 
-LIST_ENVS_HINT = "python -c 'import envs, gymnasium; gymnasium.pprint_registry()'"
+LIST_ENVS_HINT = "python -c 'import episodic_memory.envs, gymnasium; gymnasium.pprint_registry()'"
 """The command that lists every registered Gymnasium id (frames need a MiniGrid-* or EpisodicMemory-* one)."""
 
 DEFAULT_MAZES: tuple[str, ...] = (
@@ -149,7 +149,7 @@ def register_envs() -> None:
     for size in RANDOM_MAZE_SIZES:
         env_id = random_maze_id(size)
         if env_id not in gymnasium.registry:
-            gymnasium.register(id=env_id, entry_point="envs.mazes:RandomMazeEnv", kwargs={"size": size})
+            gymnasium.register(id=env_id, entry_point="episodic_memory.envs.mazes:RandomMazeEnv", kwargs={"size": size})
 
 
 class FrameObservation(gymnasium.ObservationWrapper, gymnasium.utils.RecordConstructorArgs):

@@ -9,7 +9,7 @@ Images of another height and width (same channel count, same channel order) are 
 machine's ``H x W`` after scaling, by the machine's ``resize`` mode (saved in its config):
 
 - ``"area"`` (default): ``F.interpolate(x, (H, W), mode="area")``, each output pixel the mean of
-  the input pixels under it (exact block means for integer factors; the resize :mod:`envs.mazes`
+  the input pixels under it (exact block means for integer factors; the resize :mod:`episodic_memory.envs.mazes`
   makes its frames with, less its rounding to uint8); enlarging gives a blocky image;
 - ``"bilinear"``: ``F.interpolate(x, (H, W), mode="bilinear", align_corners=False, antialias=True)``,
   a triangle filter as wide as the scale factor when shrinking, bilinear when enlarging;

@@ -1,6 +1,6 @@
 """Bad input to every CLI subcommand and to the wrappers: an error that says what to do, and no lost or half-written files.
 
-Every CLI case runs ``train.cli.main`` in-process and checks the exit code (2), that stderr is one
+Every CLI case runs ``episodic_memory.train.cli.main`` in-process and checks the exit code (2), that stderr is one
 ``episodic-memory COMMAND: error: ...`` message (no traceback) naming the fix, and that the files on
 disk are byte-identical afterwards: nothing deleted, nothing half-written, no ``*.tmp`` leftovers,
 no empty run directory.
@@ -21,17 +21,17 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
+from episodic_memory.envs.collect import CollectConfig, collect
+from episodic_memory.envs.dataset import FrameDataset
+from episodic_memory.train.cli import main
+from episodic_memory.train.pretrain import PretrainConfig, latest_checkpoint, pretrain
+from episodic_memory.train.tracking import RunLogger
 from gymnasium import spaces
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from envs.collect import CollectConfig, collect
-from envs.dataset import FrameDataset
 from episodic_memory import DynamicKanervaMachine, KanervaMachine, MemoryMachine, VariationalAutoencoder
 from episodic_memory.vec_env import VecEpisodicMemory
 from episodic_memory.wrappers import EpisodicMemoryWrapper
-from train.cli import main
-from train.pretrain import PretrainConfig, latest_checkpoint, pretrain
-from train.tracking import RunLogger
 
 FRAME = 16
 TEST_FRACTION = 0.1  # 3 of the 24 layouts of the dataset below: too few for the evaluation's 'layouts=8' episodes

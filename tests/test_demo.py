@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from train.cli import main
-from train.demo import PRETRAIN_MAZES, SCALES, SUMMARY, DemoConfig, make_plan, run_demo
+from episodic_memory.train.cli import main
+from episodic_memory.train.demo import PRETRAIN_MAZES, SCALES, SUMMARY, DemoConfig, make_plan, run_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +62,7 @@ def test_plan_defaults_and_overrides():
 
 def test_flags_and_yaml(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr("train.cli.run_demo", lambda config: seen.append(config) or 0)
+    monkeypatch.setattr("episodic_memory.train.cli.run_demo", lambda config: seen.append(config) or 0)
     path = tmp_path / "demo.yaml"
     path.write_text("agent_steps: 1000\nseed: 2\n")
     assert main(["demo", "--config", str(path), "--seed", "5", "--scale", "full"]) == 0

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from envs import CollectConfig, FrameDataset, collect, random_maze_id
-from envs.dataset import is_test_layout, parse_mode
+from episodic_memory.envs import CollectConfig, FrameDataset, collect, random_maze_id
+from episodic_memory.envs.dataset import is_test_layout, parse_mode
 
 SEED = 0
 STEPS = 8

@@ -8,11 +8,18 @@ from collections import deque
 import gymnasium
 import numpy as np
 import pytest
+from episodic_memory.envs import (
+    DEFAULT_MAZES,
+    FrameObservation,
+    RandomMazeEnv,
+    layout_id,
+    make_frame_env,
+    random_maze_id,
+    register_envs,
+)
+from episodic_memory.envs.mazes import RANDOM_MAZE_SIZES
 from gymnasium.utils.env_checker import check_env
 from minigrid.core.world_object import Goal
-
-from envs import DEFAULT_MAZES, FrameObservation, RandomMazeEnv, layout_id, make_frame_env, random_maze_id, register_envs
-from envs.mazes import RANDOM_MAZE_SIZES
 
 SEED = 0
 

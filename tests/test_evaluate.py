@@ -10,10 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from episodic_memory import DynamicKanervaMachine
-from episodic_memory.vae import VariationalAutoencoder
-from train.evaluate import (
+from episodic_memory.train.evaluate import (
     EvaluationConfig,
     capacity_curve,
     conditional_nll,
@@ -21,6 +18,9 @@ from train.evaluate import (
     evaluate_models,
     sample_and_refine,
 )
+
+from episodic_memory import DynamicKanervaMachine
+from episodic_memory.vae import VariationalAutoencoder
 
 SEED = 0
 FRAME = (8, 8, 1)

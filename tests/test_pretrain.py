@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from episodic_memory.envs.collect import CollectConfig, collect
+from episodic_memory.train.cli import main
+from episodic_memory.train.pretrain import PretrainConfig, _seed_step, build_model, latest_checkpoint, pretrain
 
-from envs.collect import CollectConfig, collect
 from episodic_memory import MemoryMachine
-from train.cli import main
-from train.pretrain import PretrainConfig, _seed_step, build_model, latest_checkpoint, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
@@ -106,7 +106,8 @@ def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(dataset, tmp
 
 def test_sigint_saves_a_checkpoint_and_the_run_resumes(dataset, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "train.cli", "pretrain", *flags(tiny(dataset, out, steps=100_000, checkpoint_every=100_000))]
+    options = flags(tiny(dataset, out, steps=100_000, checkpoint_every=100_000))
+    cmd = [sys.executable, "-m", "episodic_memory.train.cli", "pretrain", *options]
     process = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while time.time() < deadline and not (
@@ -134,7 +135,7 @@ def test_torchrun_ddp_averages_gradients_across_two_processes(dataset, tmp_path)
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "train.cli",
+        "episodic_memory.train.cli",
         "pretrain",
         *flags(config),
     ]
@@ -143,7 +144,7 @@ def test_torchrun_ddp_averages_gradients_across_two_processes(dataset, tmp_path)
     ddp = MemoryMachine.load(out / "model.safetensors")
 
     # One Adam step on the mean of the two processes' gradients, computed here by hand.
-    from envs.dataset import FrameDataset
+    from episodic_memory.envs.dataset import FrameDataset
 
     data = FrameDataset(config.data, split="train", test_fraction=config.test_fraction)
     torch.manual_seed(config.seed)

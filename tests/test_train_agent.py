@@ -9,15 +9,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from episodic_memory.agents.builder import make_agent_env
+from episodic_memory.envs.mazes import make_frame_env
+from episodic_memory.train.cli import main
+from episodic_memory.train.config import add_config_arguments, config_from_args
+from episodic_memory.train.train_agent import TrainAgentConfig, evaluate_agent, run_episodes, train_agent
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agents.builder import make_agent_env
-from envs.mazes import make_frame_env
 from episodic_memory import DynamicKanervaMachine
 from episodic_memory.vec_env import VecEpisodicMemory
-from train.cli import main
-from train.config import add_config_arguments, config_from_args
-from train.train_agent import TrainAgentConfig, evaluate_agent, run_episodes, train_agent
 
 
 def tiny(out, **changes) -> TrainAgentConfig:

@@ -6,13 +6,14 @@
 
 Stages, each a library call (no subprocesses), each with its own directory under ``out``:
 
-1. ``data/``     collect egocentric maze frames (:func:`envs.collect.collect`);
-2. ``dkm/``      pretrain a Dynamic Kanerva Machine on them (:func:`train.pretrain.pretrain`), with the
+1. ``data/``     collect egocentric maze frames (:func:`episodic_memory.envs.collect.collect`);
+2. ``dkm/``      pretrain a Dynamic Kanerva Machine on them (:func:`episodic_memory.train.pretrain.pretrain`), with the
    model settings of ``configs/pretrain-mazes.yaml``;
 3. ``eval/``     evaluate it on held-out mazes: conditional NLL, capacity, denoising, figures
-   (:func:`train.evaluate.evaluate_models`);
+   (:func:`episodic_memory.train.evaluate.evaluate_models`);
 4. ``ppo-dkm/``  train PPO on a MiniGrid memory task with the pretrained memory wrapped around the
-   environments, then evaluate it (:func:`train.train_agent.train_agent`, :func:`~train.train_agent.evaluate_agent`);
+   environments, then evaluate it (:func:`~episodic_memory.train.train_agent.train_agent`,
+   :func:`~episodic_memory.train.train_agent.evaluate_agent`);
 5. ``ppo/``      the same PPO without the memory, the baseline.
 
 Then a results table, the time of every stage, the path of every artefact and the ``wandb sync``
@@ -39,15 +40,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from episodic_memory.envs.collect import CollectConfig, collect
+from episodic_memory.envs.dataset import FrameDataset
+from episodic_memory.envs.shards import MANIFEST_NAME
+from episodic_memory.train.config import field
+from episodic_memory.train.evaluate import EvaluationConfig, evaluate_models
+from episodic_memory.train.pretrain import PretrainConfig, pretrain, resolve_device
+from episodic_memory.train.train_agent import TrainAgentConfig, evaluate_agent, train_agent
 
-from envs.collect import CollectConfig, collect
-from envs.dataset import FrameDataset
-from envs.shards import MANIFEST_NAME
 from episodic_memory import load_machine
-from train.config import field
-from train.evaluate import EvaluationConfig, evaluate_models
-from train.pretrain import PretrainConfig, pretrain, resolve_device
-from train.train_agent import TrainAgentConfig, evaluate_agent, train_agent
 
 __all__ = ["SCALES", "DemoConfig", "DemoPlan", "Scale", "make_plan", "run_demo"]
 

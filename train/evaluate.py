@@ -30,15 +30,15 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from episodic_memory.envs.dataset import parse_mode
+from episodic_memory.train.figures import image_grid
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from envs.dataset import parse_mode
 from episodic_memory.dkm import DynamicKanervaMachine
 from episodic_memory.machine import GenerativeMemory, MemoryMachine, stop_at_convergence
 from episodic_memory.memory import MemoryState
 from episodic_memory.preprocessing import InputSpec
-from train.figures import image_grid
 
 __all__ = [
     "EpisodeSampler",
@@ -61,7 +61,7 @@ SeedLike = int | np.random.Generator
 
 
 class EpisodeSampler(Protocol):
-    """Draws held-out episodes, e.g. ``envs.dataset.FrameDataset(root, split="test").sample``."""
+    """Draws held-out episodes, e.g. ``episodic_memory.envs.dataset.FrameDataset(root, split="test").sample``."""
 
     def __call__(self, batch_size: int, episode_length: int, mode: str, rng: np.random.Generator) -> torch.Tensor:
         """``batch_size`` episodes of ``episode_length`` frames in ``mode`` (``"mixed"`` or ``"layouts=n"``).

@@ -1,7 +1,7 @@
 """Pretrain a generative memory (DKM, KM) or the VAE baseline on episodes of collected maze frames.
 
     episodic-memory pretrain --data data/mazes --out runs/dkm --steps 2000
-    torchrun --standalone --nproc_per_node=2 -m train.cli pretrain --data data/mazes --out runs/dkm
+    torchrun --standalone --nproc_per_node=2 -m episodic_memory.train.cli pretrain --data data/mazes --out runs/dkm
 
 Each step samples ``batch_size`` episodes of ``episode_length`` frames from the training mazes
 and takes one Adam step on the model's per-frame objective (DKM: eq. 4 + eq. 11; KM: eq. 12;
@@ -32,15 +32,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.distributed as dist
+from episodic_memory.envs.dataset import FrameDataset, parse_mode
+from episodic_memory.train.config import field
+from episodic_memory.train.evaluate import EvaluationConfig, check_enough_layouts, evaluate_models, sample_and_refine
+from episodic_memory.train.figures import image_grid, training_figures
+from episodic_memory.train.tracking import RunLogger
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from envs.dataset import FrameDataset, parse_mode
 from episodic_memory import DynamicKanervaMachine, KanervaMachine, MemoryMachine, VariationalAutoencoder
-from train.config import field
-from train.evaluate import EvaluationConfig, check_enough_layouts, evaluate_models, sample_and_refine
-from train.figures import image_grid, training_figures
-from train.tracking import RunLogger
 
 __all__ = ["PretrainConfig", "pretrain", "build_model", "latest_checkpoint", "resolve_device"]
 

@@ -20,17 +20,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from episodic_memory.agents.builder import ALGORITHMS, AgentConfig, build_agent, load_agent, make_agent_env
+from episodic_memory.agents.callbacks import MemoryMetricsCallback
+from episodic_memory.train.config import field
+from episodic_memory.train.tracking import RunLogger
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.builder import ALGORITHMS, AgentConfig, build_agent, load_agent, make_agent_env
-from agents.callbacks import MemoryMetricsCallback
 from episodic_memory import DynamicKanervaMachine, KanervaMachine, read_checkpoint_header
-from train.config import field
-from train.tracking import RunLogger
 
 __all__ = ["TrainAgentConfig", "evaluate_agent", "extrinsic_rewards", "run_episodes", "train_agent"]
 
