@@ -17,8 +17,9 @@ env's observations as they are. The rules:
   integer ``Box`` with finite bounds its values scaled to ``[0, 1]`` by ``(x - low) / (high - low)``
   (without finite bounds: as they are); ``Tuple`` and ``Dict`` the concatenation of their parts;
 - ``Text`` keys of a ``Dict`` (and other spaces of strings, such as MiniGrid's ``mission``) are
-  never read (they have no numeric encoding, and SB3's vectorised environments cannot hold them); other spaces (``Graph``, ``Sequence``, ``OneOf``, ``Text``
-  elsewhere) are refused with a message naming them.
+  never read (they have no numeric encoding, and SB3's vectorised environments cannot hold them);
+  other spaces (``Graph``, ``Sequence``, ``OneOf``, ``Text`` elsewhere) are refused with a
+  message naming them.
 
 The encoding records the space as JSON (:func:`describe_space`); two encodings are the same
 when their descriptions are.

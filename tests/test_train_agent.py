@@ -9,14 +9,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from episodic_memory import DynamicKanervaMachine
 from episodic_memory.agents.builder import make_agent_env
 from episodic_memory.envs.mazes import make_frame_env
 from episodic_memory.train.cli import main
 from episodic_memory.train.config import add_config_arguments, config_from_args
 from episodic_memory.train.train_agent import TrainAgentConfig, evaluate_agent, run_episodes, train_agent
-from stable_baselines3.common.vec_env import DummyVecEnv
-
-from episodic_memory import DynamicKanervaMachine
 from episodic_memory.vec_env import VecEpisodicMemory
 
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from episodic_memory.envs.mazes import make_frame_env
 from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env
 from minigrid.wrappers import RGBImgPartialObsWrapper
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from episodic_memory import DynamicKanervaMachine, KanervaMachine
+from episodic_memory.envs.mazes import make_frame_env
 from episodic_memory.wrappers import EpisodicMemoryWrapper
 
 FRAME = 16

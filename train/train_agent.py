@@ -20,10 +20,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from episodic_memory.agents.builder import ALGORITHMS, AgentConfig, build_agent, load_agent, make_agent_env
-from episodic_memory.agents.callbacks import MemoryMetricsCallback
-from episodic_memory.train.config import field
-from episodic_memory.train.tracking import RunLogger
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
@@ -31,6 +27,10 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
 
 from episodic_memory import DynamicKanervaMachine, KanervaMachine, read_checkpoint_header
+from episodic_memory.agents.builder import ALGORITHMS, AgentConfig, build_agent, load_agent, make_agent_env
+from episodic_memory.agents.callbacks import MemoryMetricsCallback
+from episodic_memory.train.config import field
+from episodic_memory.train.tracking import RunLogger
 
 __all__ = ["TrainAgentConfig", "evaluate_agent", "extrinsic_rewards", "run_episodes", "train_agent"]
 
@@ -219,7 +219,13 @@ def evaluate_agent(agent: str | Path, episodes: int = 100, seed: int = 0, determ
         raise ValueError(f"{str(config_path)!r} must hold a JSON object of the agent's options; {retrain}")
     try:
         config = AgentConfig(**{f.name: saved[f.name] for f in dataclasses.fields(AgentConfig) if f.name in saved})
-        config = dataclasses.replace(config, seed=seed, readouts=tuple(config.readouts))
+        config = dataclasses.replace(
+            config,
+            seed=seed,
+            readouts=tuple(config.readouts),
+            imports=tuple(config.imports),
+            obs_key=None if config.obs_key is None else tuple(config.obs_key),
+        )
         if config.algo not in ALGORITHMS:
             raise KeyError(config.algo)
     except (TypeError, KeyError) as error:
