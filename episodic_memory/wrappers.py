@@ -201,15 +201,30 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
 
 
 class EpisodicMemoryVectorWrapper(gymnasium.vector.VectorWrapper):
-    """Adds episodic-memory read-outs to a Gymnasium vector environment with next-step auto-reset.
+    """Adds episodic-memory read-outs to a Gymnasium vector environment (next-step or same-step auto-reset).
 
-    Under ``AutoresetMode.NEXT_STEP`` (Gymnasium's default), a sub-environment whose episode ended
-    on step t returns the first observation of its next episode on step t + 1. That observation
-    starts a fresh memory (the prior) and is never written into the old one. Same parameters as
-    :class:`EpisodicMemoryWrapper`; all memories are stepped in one batched call. With
-    ``novelty_reward > 0`` the rewards gain the bonus of each new observation, except on a
-    sub-environment's reset step (no transition, reward 0); ``info["episodic_memory"]`` holds
-    ``extrinsic_reward`` and ``novelty_bonus`` arrays (with Gymnasium's ``_``-prefixed masks).
+    Same parameters as :class:`EpisodicMemoryWrapper`; all memories are stepped in one batched
+    call. Every episode starts from the memory prior; how its end is handled follows the vector
+    environment's ``autoreset_mode``:
+
+    - ``AutoresetMode.NEXT_STEP`` (Gymnasium's default): a sub-environment whose episode ended on
+      step t returns the first observation of its next episode on step t + 1. That observation
+      starts a fresh memory and is never written into the old one. With ``novelty_reward > 0``
+      the rewards gain the bonus of each new observation, except on a sub-environment's reset
+      step (no transition, reward 0).
+    - ``AutoresetMode.SAME_STEP``: the step that ends an episode returns the first observation of
+      the next one, and the finished episode's last observation is in ``info["final_obs"][i]``
+      (mask ``info["_final_obs"]``). That final observation is read from the finished episode's
+      memory (read-outs only, no write) and replaced by its wrapped form, the memory returns to
+      the prior, and the new first observation is written into it. With ``novelty_reward > 0``
+      the terminal step's reward gains the bonus of the final observation, the transition's,
+      never that of the next episode's first observation.
+
+    ``AutoresetMode.DISABLED`` is refused: its resets go through partial ``reset`` calls
+    (``options["reset_mask"]``), which this wrapper does not support. ``info["episodic_memory"]``
+    holds ``extrinsic_reward`` and ``novelty_bonus`` arrays (with Gymnasium's ``_``-prefixed masks).
+
+    :raises ValueError: for ``AutoresetMode.DISABLED`` or an ``autoreset_mode`` Gymnasium does not know.
     """
 
     def __init__(
@@ -224,16 +239,14 @@ class EpisodicMemoryVectorWrapper(gymnasium.vector.VectorWrapper):
         observation: bool = True,
     ) -> None:
         super().__init__(env)
-        mode = env.metadata.get("autoreset_mode", gymnasium.vector.AutoresetMode.NEXT_STEP)
-        if mode != gymnasium.vector.AutoresetMode.NEXT_STEP:
-            raise ValueError(f"EpisodicMemoryVectorWrapper needs autoreset_mode=NEXT_STEP, the vector environment uses {mode}")
+        self.autoreset_mode = _autoreset_mode(env)
         self.core = EpisodicMemoryCore(resolve_machine(machine, device), env.num_envs, readouts, attractor_steps, novelty_reward)
         self.obs_key = obs_key
         self.single_observation_space, self.layout = memory_observation_space(
             env.single_observation_space, self.core, obs_key, observation
         )
         self.observation_space = gymnasium.vector.utils.batch_space(self.single_observation_space, env.num_envs)
-        self._starts_episode = np.zeros(env.num_envs, dtype=bool)
+        self._starts_episode = np.zeros(env.num_envs, dtype=bool)  # NEXT_STEP: this step returns reset observations
 
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
@@ -249,10 +262,19 @@ class EpisodicMemoryVectorWrapper(gymnasium.vector.VectorWrapper):
 
     def step(self, actions: Any) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         obs, rewards, terminations, truncations, info = self.env.step(actions)
-        if self._starts_episode.any():
-            self.core.reset(self._starts_episode)  # these observations are the first of new episodes
+        ended = np.logical_or(terminations, truncations)
+        if self.autoreset_mode == gymnasium.vector.AutoresetMode.SAME_STEP:
+            info, final_bonus = self._wrap_final_observations(obs, ended, info)  # from the memories before the reset
+            fresh = ended  # these observations are the first of new episodes
+        else:
+            fresh = self._starts_episode
+        if fresh.any():
+            self.core.reset(fresh)
         augmented = self._observe(obs)
-        bonus = np.where(self._starts_episode, 0.0, self.core.last_bonus)  # a reset step has no transition to reward
+        if self.autoreset_mode == gymnasium.vector.AutoresetMode.SAME_STEP:
+            bonus = np.where(ended, final_bonus, self.core.last_bonus)  # the transition led to the final observation
+        else:
+            bonus = np.where(fresh, 0.0, self.core.last_bonus)  # a reset step has no transition to reward
         every = np.ones(self.num_envs, dtype=bool)
         info = {
             **info,
@@ -266,8 +288,50 @@ class EpisodicMemoryVectorWrapper(gymnasium.vector.VectorWrapper):
         }
         if self.core.novelty_reward > 0:
             rewards = rewards + bonus
-        self._starts_episode = np.logical_or(terminations, truncations)
+        if self.autoreset_mode == gymnasium.vector.AutoresetMode.NEXT_STEP:
+            self._starts_episode = ended
         return augmented, rewards, terminations, truncations, info
 
     def _observe(self, obs: Any) -> dict[str, Any]:
         return self.layout.wrap(obs, self.core.step(self.layout.frames(obs, self.num_envs)))
+
+    def _wrap_final_observations(self, obs: Any, ended: np.ndarray, info: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray]:
+        """SAME_STEP: ``info`` with each finished sub-environment's ``final_obs`` wrapped, read from its memory without a write.
+
+        Returns the new ``info`` (the vector environment's own is left as it was) and the
+        exploration bonus ``[num_envs]`` of those final observations (0 elsewhere).
+        """
+        bonus = np.zeros(self.num_envs, np.float32)
+        has_final = np.asarray(info.get("_final_obs", np.zeros(self.num_envs, dtype=bool)), dtype=bool)
+        finished = np.flatnonzero(ended & has_final)
+        if len(finished) == 0:
+            return info, bonus
+        final_obs = np.empty(self.num_envs, dtype=object)  # [num_envs] of observations or None, a copy
+        for i in range(self.num_envs):  # one by one: numpy would stack same-shape arrays into one block
+            final_obs[i] = info["final_obs"][i]
+        frames = self.layout.frames(obs, self.num_envs).copy()  # rows of unfinished sub-environments are read and discarded
+        for i in finished:
+            frames[i] = self.layout.frames(batch_of_one(final_obs[i]), 1)[0]
+        readouts = self.core.step(frames, write=False)
+        for i in finished:
+            final_obs[i] = self.layout.wrap(final_obs[i], {name: value[i] for name, value in readouts.items()})
+            bonus[i] = self.core.last_bonus[i]
+        return {**info, "final_obs": final_obs}, bonus
+
+
+def _autoreset_mode(env: gymnasium.vector.VectorEnv) -> gymnasium.vector.AutoresetMode:
+    """The vector environment's ``metadata["autoreset_mode"]`` (NEXT_STEP when absent), if the wrapper supports it."""
+    supported = (gymnasium.vector.AutoresetMode.NEXT_STEP, gymnasium.vector.AutoresetMode.SAME_STEP)
+    declared = env.metadata.get("autoreset_mode", gymnasium.vector.AutoresetMode.NEXT_STEP)
+    mode: gymnasium.vector.AutoresetMode | None
+    try:
+        mode = gymnasium.vector.AutoresetMode(declared)
+    except ValueError:
+        mode = None
+    if mode not in supported:
+        raise ValueError(
+            "EpisodicMemoryVectorWrapper supports autoreset_mode AutoresetMode.NEXT_STEP (Gymnasium's default) or "
+            f"AutoresetMode.SAME_STEP, actual value: {declared!r}; make the vector environment with one of them, e.g. "
+            'gymnasium.make_vec(..., vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})'
+        )
+    return mode

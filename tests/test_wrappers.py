@@ -249,11 +249,17 @@ def test_vector_wrapper_next_step_autoreset_starts_fresh_memories(dkm):
     assert fresh >= 3
 
 
-def test_vector_wrapper_refuses_same_step_autoreset(dkm):
+@pytest.mark.parametrize("mode", [gymnasium.vector.AutoresetMode.DISABLED, "Sometimes"])
+def test_vector_wrapper_refuses_autoreset_modes_other_than_next_and_same_step(dkm, mode):
     from episodic_memory.wrappers import EpisodicMemoryVectorWrapper
 
-    venv = gymnasium.vector.SyncVectorEnv([frame_env], autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)
-    with pytest.raises(ValueError, match="needs autoreset_mode=NEXT_STEP"):
+    venv = gymnasium.vector.SyncVectorEnv([frame_env], autoreset_mode=gymnasium.vector.AutoresetMode.DISABLED)
+    venv.metadata["autoreset_mode"] = mode  # what the wrapper reads; a vector environment of another library may declare anything
+    with pytest.raises(
+        ValueError,
+        match=rf"supports autoreset_mode AutoresetMode.NEXT_STEP \(Gymnasium's default\) or AutoresetMode.SAME_STEP, "
+        rf"actual value: {re.escape(repr(mode))}; make the vector environment with one of them",
+    ):
         EpisodicMemoryVectorWrapper(venv, dkm)
 
 
