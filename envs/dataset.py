@@ -4,7 +4,8 @@ Shape convention (every tensor in this module):
 
 - ``L``: layouts (mazes) in the split; ``S``: frames collected per layout (``steps_per_layout``);
 - ``B``: episodes in a batch; ``T``: frames per episode (``episode_length``);
-- ``H, W``: frame height and width in pixels; frames are RGB ``uint8 [H, W, 3]``.
+- ``H, W``: frame height and width in pixels; frames are RGB ``uint8 [H, W, 3]`` (maze frames), or
+  of the ``frame_shape`` and dtype in the manifest for other envs' observations (e.g. float32 ``[D]``).
 
 The train/test split is by layout, so test mazes are never seen in training. It depends only
 on the layout id, not on the order of collection: a layout is in ``test`` iff
@@ -65,7 +66,10 @@ class FrameDataset:
     :raises ValueError: ``root`` has no manifest or no shards, a listed shard is missing or
         corrupted, or the split has no layout.
 
-    Attributes: ``root``, ``split``, ``test_fraction``, ``view``, ``frame_shape`` ``(H, W, 3)``,
+    Attributes: ``root``, ``split``, ``test_fraction``, ``view``, ``frame_shape`` ``(H, W, 3)`` (or the
+    observations' ``(D,)``), ``dtype`` (``"uint8"``, or ``"float32"`` for encoded observations),
+    ``observation_encoding`` (the manifest's :class:`~episodic_memory.observations.ObservationEncoding`
+    config, None for datasets collected before it was recorded),
     ``steps_per_layout`` S, ``layout_ids`` (L ids, in the order of ``frames``), ``num_layouts`` L,
     ``num_frames`` ``L * S`` and ``frames`` ``uint8 [L, S, H, W, 3]``.
     """
@@ -92,13 +96,15 @@ class FrameDataset:
             missing = "no manifest.json" if manifest is None else "no shards"
             raise ValueError(f"{self.root} is not a frame dataset ({missing}); collect one with `{COLLECT_HINT}`")
         self.view: str = manifest["view"]
-        self.frame_shape: tuple[int, int, int] = tuple(manifest["frame_shape"])
+        self.frame_shape: tuple[int, ...] = tuple(manifest["frame_shape"])
+        self.dtype: str = manifest.get("dtype", "uint8")
+        self.observation_encoding: dict | None = manifest.get("observation_encoding")
         self.steps_per_layout: int = manifest["steps_per_layout"]
         chunks: list[np.ndarray] = []
         self.layout_ids: list[str] = []
         for shard in manifest["shards"]:
             ids = shard["layout_ids"]
-            frames = load_shard(self.root / shard["file"], ids, (self.steps_per_layout, *self.frame_shape))  # [N, S, H, W, 3]
+            frames = load_shard(self.root / shard["file"], ids, (self.steps_per_layout, *self.frame_shape), self.dtype)
             keep = [k for k, lid in enumerate(ids) if split == "all" or is_test_layout(lid, test_fraction) == (split == "test")]
             chunks.append(frames[keep])  # [n, S, H, W, 3]
             self.layout_ids.extend(ids[k] for k in keep)

@@ -57,6 +57,7 @@ def make_env(
     frame_size: int = 32,
     env_kwargs: dict[str, Any] | None = None,
     imports: Sequence[str] = (),
+    view: str = "egocentric",
 ) -> gymnasium.Env:
     """``gymnasium.make(env_id, **env_kwargs)`` as the commands use it (module docstring).
 
@@ -64,8 +65,9 @@ def make_env(
     :param frame_size: side of the egocentric frames of MiniGrid ids (other ids ignore it).
     :param env_kwargs: keyword arguments of ``gymnasium.make``.
     :param imports: modules to import first, for ids registered by third-party packages.
+    :param view: ``"egocentric"`` or ``"topdown"`` frames of MiniGrid ids (:class:`FrameObservation`).
     :raises ValueError: an id that is not registered (with the closest ones), a module that cannot be
-        imported, or keyword arguments the environment refuses.
+        imported, keyword arguments the environment refuses, or a top-down view of an env that is not MiniGrid.
     """
     import_modules(imports)
     register_envs()
@@ -84,7 +86,10 @@ def make_env(
     except TypeError as error:
         raise ValueError(f"env id {env_id!r} refuses the keyword arguments {env_kwargs!r} ({error}); see --env-kwargs") from error
     if isinstance(env.unwrapped, MiniGridEnv):
-        return FrameObservation(env, frame_size=frame_size)
+        return FrameObservation(env, frame_size=frame_size, view=view)
+    if view != "egocentric":
+        env.close()
+        raise ValueError(f"view {view!r} is for MiniGrid ids only; {env_id!r} records its own observations")
     if _needs_flattening(env.observation_space):
         return gymnasium.wrappers.FlattenObservation(env)
     return env

@@ -102,13 +102,14 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
     return manifest
 
 
-def load_shard(path: Path, layout_ids: list[str], frames_shape: tuple[int, int, int, int]) -> np.ndarray:
+def load_shard(path: Path, layout_ids: list[str], frames_shape: tuple[int, ...], dtype: str = "uint8") -> np.ndarray:
     """Load and check one shard listed in a manifest.
 
     :param path: the shard file.
     :param layout_ids: the N layout ids the manifest lists for it.
-    :param frames_shape: ``(T, H, W, 3)``, the shape of the frames of one layout.
-    :return: ``frames uint8 [N, T, H, W, 3]``.
+    :param frames_shape: ``(T, H, W, 3)`` (or ``(T, *frame_shape)``), the shape of the frames of one layout.
+    :param dtype: the frames' dtype in the manifest (``uint8``; ``float32`` for encoded vectors).
+    :return: ``frames [N, T, H, W, 3]`` of ``dtype``.
     :raises ValueError: the file is missing, not a readable archive, or its arrays do not match the manifest.
     """
     fix = f"re-run `{COLLECT_HINT}` with the same settings: it drops the bad shard and collects its layouts again"
@@ -123,9 +124,9 @@ def load_shard(path: Path, layout_ids: list[str], frames_shape: tuple[int, int, 
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise ValueError(f"shard {path.name} in {path.parent} is corrupted ({error}); {fix}") from error
     expected = (len(layout_ids), *frames_shape)
-    if frames.dtype != np.uint8 or frames.shape != expected or ids != layout_ids:
+    if frames.dtype != np.dtype(dtype) or frames.shape != expected or ids != layout_ids:
         raise ValueError(
-            f"shard {path.name} in {path.parent} does not match the manifest: expected frames uint8 {list(expected)} "
+            f"shard {path.name} in {path.parent} does not match the manifest: expected frames {dtype} {list(expected)} "
             f"of the listed layouts, actual value: frames {frames.dtype} {list(frames.shape)}; {fix}"
         )
     return frames

@@ -14,6 +14,7 @@ from minigrid.core.world_object import Door
 
 from episodic_memory.envs import CollectConfig, FrameDataset, collect, make_frame_env, random_maze_id
 from episodic_memory.envs.collect import _walk
+from episodic_memory.observations import ObservationEncoding
 
 SEED = 0
 ENVS = (random_maze_id(9), "MiniGrid-MemoryS7-v0")
@@ -124,9 +125,9 @@ def test_damaged_shard_is_recollected(tmp_path: Path, damage: str) -> None:
 def test_mismatched_frame_shape_leaves_data_untouched(tmp_path: Path) -> None:
     collect(tiny(tmp_path), progress=False)
     before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
-    with pytest.raises(ValueError, match="frame shape or view differs"):
+    with pytest.raises(ValueError, match="frame shape, dtype, view or observations differ"):
         collect(tiny(tmp_path, frame_size=8), progress=False)
-    with pytest.raises(ValueError, match="frame shape or view differs"):
+    with pytest.raises(ValueError, match="frame shape, dtype, view or observations differ"):
         collect(tiny(tmp_path, view="topdown"), progress=False)
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
 
@@ -152,7 +153,8 @@ def test_walk_resets_to_the_same_layout() -> None:
     """After a truncation the walk goes on in the same layout: the reset frame repeats the first one."""
     config = tiny(Path("unused"), steps_per_layout=9)
     env = make_frame_env(random_maze_id(9), frame_size=16, max_steps=3)
-    frames = _walk(env, 5, np.random.default_rng(SEED), config, None)  # frame 0 reset, 1-3 steps, 4 reset, 5-7 steps, 8 reset
+    encoding = ObservationEncoding.for_space(env.observation_space)
+    frames = _walk(env, 5, np.random.default_rng(SEED), config, None, encoding)  # frame 0 reset, 1-3 steps, 4 reset, 5-7 steps, 8 reset
     assert frames.shape == (9, 16, 16, 3)
     assert np.array_equal(frames[4], frames[0]) and np.array_equal(frames[8], frames[0])
 
@@ -174,7 +176,7 @@ def test_random_walk_uses_navigation_and_opens_doors() -> None:
     config = tiny(Path("unused"), steps_per_layout=200, forward_bias=0.8)
     env = ActionLog(make_frame_env("MiniGrid-MultiRoom-N4-S5-v1", frame_size=16))
     for seed in range(SEED, SEED + 3):
-        _walk(env, seed, np.random.default_rng(seed), config, None)
+        _walk(env, seed, np.random.default_rng(seed), config, None, ObservationEncoding.for_space(env.observation_space))
     actions = [action for action, _ in env.log]
     assert set(actions) == {Actions.left, Actions.right, Actions.forward, Actions.toggle}
     assert all(at_door for action, at_door in env.log if action == Actions.toggle)

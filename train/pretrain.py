@@ -133,13 +133,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(config: PretrainConfig, frame_shape: tuple[int, ...]) -> MemoryMachine:
-    """A fresh model of ``config.model`` for frames of ``frame_shape`` (H, W, C)."""
+def build_model(
+    config: PretrainConfig, frame_shape: tuple[int, ...], observation_encoding: dict[str, Any] | None = None
+) -> MemoryMachine:
+    """A fresh model of ``config.model`` for frames of ``frame_shape`` (H, W, C), or (D,) vectors.
+
+    :param observation_encoding: the dataset's observation encoding (its manifest's), saved in a DKM's
+        or KM's config so that the wrappers read that env's observations as they are.
+    """
     common = dict(code_size=config.code_size, likelihood=config.likelihood, hidden_channels=config.hidden_channels)
     if config.model == "dkm":
-        return DynamicKanervaMachine(frame_shape, num_slots=config.num_slots, **common)
+        return DynamicKanervaMachine(frame_shape, num_slots=config.num_slots, observation_encoding=observation_encoding, **common)
     if config.model == "km":
-        return KanervaMachine(frame_shape, num_slots=config.num_slots, **common)
+        return KanervaMachine(frame_shape, num_slots=config.num_slots, observation_encoding=observation_encoding, **common)
     if config.model == "vae":
         return VariationalAutoencoder(frame_shape, **common)
     raise ValueError(f"model must be 'dkm', 'km' or 'vae', got {config.model!r}")
@@ -219,7 +225,7 @@ def load_checkpoint(path: Path, config: PretrainConfig, device: torch.device) ->
             f"cannot resume {str(path)!r} with a different experiment ({listing}); only {sorted(RESUMABLE_CHANGES)} may change: "
             "pass the options of that run again, or start a new run in another --out"
         )
-    expected = build_model(config, model.input_shape)
+    expected = build_model(config, model.input_shape, model.config.get("observation_encoding"))
     if model.kind != expected.kind or model.config != expected.config:
         differences = [f"{model.kind} vs {expected.kind}"] if model.kind != expected.kind else []
         differences += [
@@ -304,7 +310,7 @@ def pretrain(config: PretrainConfig, resume: bool | str | os.PathLike[str] = Fal
         start_step, wandb_id = trainer_state["step"], trainer_state.get("wandb_id")
     else:
         torch.manual_seed(config.seed)
-        model = build_model(config, dataset.frame_shape).to(device)
+        model = build_model(config, dataset.frame_shape, dataset.observation_encoding).to(device)
     if tuple(model.input_shape) != tuple(dataset.frame_shape):
         raise ValueError(
             f"frames in {config.data!r} have shape {dataset.frame_shape}, the model expects {tuple(model.input_shape)}: "
@@ -404,6 +410,8 @@ def _stop_requested(stop: _StopRequest, world_size: int, device: torch.device) -
 
 def _training_images(model: MemoryMachine, dataset: FrameDataset, config: PretrainConfig) -> dict[str, np.ndarray]:
     """Reconstructions, attractor trajectories and (DKM) prior samples refined by the attractor, as image grids."""
+    if not model.input_spec.is_image:
+        return {}  # vectors (other envs' encoded observations) have no picture worth logging during training
     rng = np.random.default_rng([config.seed, 1_000_003])
     x = dataset.sample(4, config.episode_length, config.mode, rng).to(model.device)
     model.eval()

@@ -1,0 +1,88 @@
+"""The command line on Gymnasium ids other than MiniGrid: collect, pretrain, train-agent and evaluate-agent end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from episodic_memory import load_machine
+from episodic_memory.envs import FrameDataset
+from episodic_memory.envs.gym_envs import make_env
+from episodic_memory.observations import ObservationEncoding
+from episodic_memory.train.cli import main
+
+pytest.importorskip("popgym")
+
+QUIET = ["--wandb-mode", "disabled", "--device", "cpu"]
+SIZE = ["--layouts-per-env", "12", "--steps-per-layout", "16"]
+AGENT = ["--num-envs", "2", "--n-steps", "32", "--batch-size", "32", "--code-size", "12", "--num-slots", "6", *QUIET]
+
+
+@pytest.fixture(scope="module")
+def cartpole_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cartpole") / "data"
+    assert main(["collect", "--out", str(out), "--envs", "CartPole-v1", *SIZE]) == 0
+    return out
+
+
+def test_collect_records_an_envs_own_observations_as_vectors(cartpole_data):
+    dataset = FrameDataset(cartpole_data, split="all")
+    assert dataset.frames.dtype == torch.float32 and tuple(dataset.frames.shape) == (12, 16, 4)
+    encoding = ObservationEncoding.from_config(dataset.observation_encoding)
+    assert encoding.read_space == make_env("CartPole-v1").observation_space
+    # layout 0's first frame is CartPole's reset observation for that layout's seed
+    env = make_env("CartPole-v1")
+    first, _ = env.reset(seed=0)
+    index = dataset.layout_ids.index("CartPole-v1/0")
+    np.testing.assert_array_equal(dataset.frames[index, 0].numpy(), first)
+
+
+def test_pretrain_on_collected_vectors_then_train_an_agent_with_that_memory(cartpole_data, tmp_path):
+    pretrain = ["pretrain", "--data", str(cartpole_data), "--out", str(tmp_path / "dkm"), "--steps", "6", "--batch-size", "2"]
+    pretrain += ["--episode-length", "8", "--code-size", "12", "--num-slots", "6", "--evaluate", "false", "--log-every", "3"]
+    assert main([*pretrain, *QUIET]) == 0
+    machine = load_machine(tmp_path / "dkm" / "model.safetensors")
+    assert tuple(machine.input_shape) == (4,) and machine.observation_encoding.read_space.shape == (4,)
+    train = ["train-agent", "--env-id", "CartPole-v1", "--memory", "dkm", "--total-steps", "64", "--eval-episodes", "2"]
+    train += ["--memory-checkpoint", str(tmp_path / "dkm" / "model.safetensors"), "--out", str(tmp_path / "agent")]
+    assert main([*train, *AGENT]) == 0
+    report = json.loads((tmp_path / "agent" / "evaluation.json").read_text())
+    assert report["env_id"] == "CartPole-v1" and report["mean_return"] >= 1.0  # CartPole pays 1 a step
+
+
+def test_a_machine_pretrained_on_one_env_is_refused_for_another_with_the_same_size(cartpole_data, tmp_path, capsys):
+    pretrain = ["pretrain", "--data", str(cartpole_data), "--out", str(tmp_path / "dkm"), "--steps", "1", "--batch-size", "2"]
+    assert main([*pretrain, "--episode-length", "4", "--evaluate", "false", *QUIET]) == 0
+    checkpoint = str(tmp_path / "dkm" / "model.safetensors")
+    # CountRecall's MultiDiscrete([2, 2]) is also 4 numbers: the recorded space tells them apart
+    train = ["train-agent", "--env-id", "popgym-CountRecallEasy-v0", "--import", "popgym", "--memory", "dkm"]
+    assert main([*train, "--memory-checkpoint", checkpoint, "--out", str(tmp_path / "agent"), *AGENT]) == 2
+    assert "built for observations" in capsys.readouterr().err
+
+
+def test_train_agent_on_a_popgym_id_of_the_module_form_with_env_kwargs(tmp_path):
+    out = tmp_path / "agent"
+    train = ["train-agent", "--env-id", "popgym:popgym-RepeatFirstEasy-v0", "--memory", "km", "--total-steps", "64"]
+    assert main([*train, "--eval-episodes", "2", "--out", str(out), *AGENT]) == 0
+    assert json.loads((out / "evaluation.json").read_text())["episodes"] == 2
+    short = ["train-agent", "--env-id", "CartPole-v1", "--env-kwargs", '{"max_episode_steps": 5}', "--memory", "none"]
+    assert main([*short, "--total-steps", "64", "--eval-episodes", "3", "--out", str(tmp_path / "short"), *AGENT]) == 0
+    assert json.loads((tmp_path / "short" / "evaluation.json").read_text())["mean_return"] <= 5.0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env-id", "popgym-NoSuchTaskEasy-v0"], r"unknown env id 'popgym-NoSuchTaskEasy-v0'.*--import MODULE"),
+        (["--env-id", "CartPole-v1", "--import", "no_such_module"], r"--import no_such_module: cannot import it"),
+        (["--env-id", "CartPole-v1", "--env-kwargs", '{"gravity_x": 1}'], r"refuses the keyword arguments"),
+        (["--env-id", "CartPole-v1", "--memory", "none", "--policy-input", "readouts"], r"--policy-input readouts needs"),
+    ],
+)
+def test_bad_env_options_say_what_to_do(tmp_path, capsys, args, message):
+    assert main(["train-agent", *args, "--total-steps", "64", "--out", str(tmp_path / "agent"), *AGENT]) == 2
+    assert re.search(message, capsys.readouterr().err, flags=re.DOTALL)
