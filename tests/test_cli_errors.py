@@ -514,7 +514,7 @@ class TestEvaluateAgent:
         [
             ("{not json", "agent_config.json' is not valid JSON"),
             ("[1, 2]", "must hold a JSON object"),
-            (json.dumps({"algo": "dqn", "memory": "none"}), "holds invalid agent options"),
+            (json.dumps({"algo": "ddpg", "memory": "none"}), "holds invalid agent options"),
         ],
     )
     def test_corrupted_agent_config(self, tmp_path, capsys, config, message):
@@ -533,6 +533,34 @@ class TestEvaluateAgent:
                 "evaluate-agent",
                 ["--agent", str(tmp_path / "agent.zip"), "--episodes", "1"],
                 "cannot load the agent .*agent.zip'",
+                "train the agent again",
+            )
+
+    @pytest.mark.parametrize("episodes", ["0", "-3"])
+    def test_no_episodes(self, tmp_path, capsys, episodes):
+        (tmp_path / "agent.zip").write_bytes(b"PK")
+        (tmp_path / "agent_config.json").write_text(json.dumps({"memory": "none", "frame_size": FRAME}))
+        with nothing_written(tmp_path):  # no evaluation.json of NaNs
+            fails(
+                capsys,
+                "evaluate-agent",
+                ["--agent", str(tmp_path / "agent.zip"), "--episodes", episodes],
+                f"--episodes must be an int >= 1 \\(episodes to evaluate\\), actual value: {episodes}",
+            )
+
+    def test_without_an_agent(self, tmp_path, capsys):
+        with nothing_written(tmp_path):
+            fails(capsys, "evaluate-agent", ["--episodes", "3"], "missing required options: --agent")
+
+    def test_memory_of_a_fresh_memory_agent_is_gone(self, tmp_path, capsys):
+        (tmp_path / "agent.zip").write_bytes(b"PK")
+        (tmp_path / "agent_config.json").write_text(json.dumps({"memory": "dkm", "frame_size": FRAME}))
+        with nothing_written(tmp_path):
+            fails(
+                capsys,
+                "evaluate-agent",
+                ["--agent", str(tmp_path / "agent.zip")],
+                "machine.safetensors' is missing: it holds the memory the agent was trained with",
                 "train the agent again",
             )
 

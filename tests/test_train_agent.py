@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -13,8 +14,16 @@ from episodic_memory.agents.builder import make_agent_env
 from episodic_memory.envs.mazes import make_frame_env
 from episodic_memory.train.cli import main
 from episodic_memory.train.config import add_config_arguments, config_from_args
-from episodic_memory.train.train_agent import TrainAgentConfig, evaluate_agent, run_episodes, train_agent
-from stable_baselines3.common.vec_env import DummyVecEnv
+from episodic_memory.train.train_agent import (
+    TrainAgentConfig,
+    evaluate_agent,
+    load_agent_config,
+    make_evaluation_env,
+    run_episodes,
+    train_agent,
+)
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import DummyVecEnv, unwrap_vec_wrapper
 
 from episodic_memory import DynamicKanervaMachine
 from episodic_memory.vec_env import VecEpisodicMemory
@@ -158,3 +167,86 @@ def test_monitored_episode_returns_are_extrinsic(tmp_path):
     for monitored, extrinsic_return, shaped_return in episodes:
         assert monitored == pytest.approx(extrinsic_return, abs=1e-6)
         assert shaped_return > extrinsic_return  # the agent was paid the bonus; the monitor did not count it
+
+
+# ------------------------------------------------------------------------------------------------
+# The agent's machine, devices, paths
+# ------------------------------------------------------------------------------------------------
+def machine_weights(venv) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in unwrap_vec_wrapper(venv, VecEpisodicMemory).core.machine.state_dict().items()}
+
+
+class TrainingMachine(BaseCallback):
+    """Records the weights of the training environments' machine when training starts."""
+
+    def _on_training_start(self) -> None:
+        self.weights = machine_weights(self.training_env)
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def test_a_fresh_memory_agent_is_evaluated_with_the_machine_it_was_trained_with(tmp_path):
+    recorder = TrainingMachine()
+    run = tmp_path / "run"
+    train_agent(tiny(run, eval_every=32, eval_every_episodes=1), progress=False, callbacks=[recorder])
+    assert (run / "machine.safetensors").is_file()
+    for seed in (10_000, 20_000, 3):  # the final evaluation's, the periodic one's, any evaluate-agent --seed
+        venv = make_evaluation_env(run, load_agent_config(run / "agent.zip", seed), seed)
+        weights = machine_weights(venv)
+        venv.close()
+        assert weights.keys() == recorder.weights.keys()
+        assert all(torch.equal(weights[k], recorder.weights[k]) for k in weights), seed
+    final = json.loads((run / "evaluation.json").read_text())
+    moved = shutil.move(run, tmp_path / "moved")  # the run directory is self-contained
+    assert evaluate_agent(moved / "agent.zip", episodes=2, seed=10_000) == final
+
+
+def test_a_pretrained_memory_is_saved_beside_the_agent(tmp_path):
+    torch.manual_seed(0)
+    pretrained = DynamicKanervaMachine((16, 16, 3), code_size=8, num_slots=4, hidden_channels=4)
+    path = pretrained.save(tmp_path / "m.safetensors")
+    train_agent(tiny(tmp_path / "run", memory_checkpoint=str(path)), progress=False)
+    saved = DynamicKanervaMachine.load(tmp_path / "run" / "machine.safetensors").state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in pretrained.state_dict().items())
+    path.unlink()  # the agent's directory no longer needs the pretraining run
+    assert evaluate_agent(tmp_path / "run" / "agent.zip", episodes=2)["episodes"] == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="--device cuda: no CUDA device is available; use --device cpu or auto"):
+        train_agent(tiny(tmp_path / "run", device="cuda", memory="none"), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_resolved_device_is_recorded(tmp_path):
+    summary = train_agent(tiny(tmp_path, device="auto", memory="none", eval_episodes=0), progress=False)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert summary["device"] == expected
+    assert json.loads((tmp_path / "agent_config.json").read_text())["device"] == expected
+
+
+def test_agent_config_holds_absolute_paths_and_evaluates_from_another_directory(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    DynamicKanervaMachine((16, 16, 3), code_size=8, num_slots=4, hidden_channels=4).save("m.safetensors")
+    train_agent(tiny("run", memory_checkpoint="m.safetensors", eval_episodes=0), progress=False)
+    saved = json.loads((tmp_path / "a" / "run" / "agent_config.json").read_text())
+    assert saved["out"] == str(tmp_path / "a" / "run") and saved["memory_checkpoint"] == str(tmp_path / "a" / "m.safetensors")
+    monkeypatch.chdir(tmp_path / "b")
+    assert main(["evaluate-agent", "--agent", str(tmp_path / "a" / "run" / "agent.zip"), "--episodes", "2", "--out", "r"]) == 0
+    assert json.loads((tmp_path / "b" / "r" / "evaluation.json").read_text())["episodes"] == 2
+    assert not (tmp_path / "a" / "run" / "evaluation.json").exists()  # --out, not beside the agent
+
+
+def test_evaluate_agent_takes_a_config_file(tmp_path, capsys):
+    train_agent(tiny(tmp_path / "run", env_id="MiniGrid-Empty-5x5-v0", memory="none", eval_episodes=0), progress=False)
+    options = tmp_path / "evaluate.yaml"
+    agent = tmp_path / "run" / "agent.zip"
+    options.write_text(f"agent: {agent}\nepisodes: 3\nstochastic: true\nseed: 5\nout: {tmp_path / 'r'}\n")
+    assert main(["evaluate-agent", "--config", str(options)]) == 0
+    report = json.loads((tmp_path / "r" / "evaluation-sampled.json").read_text())
+    assert report["episodes"] == 3 and report["policy"] == "sampled"
+    assert json.loads(capsys.readouterr().out) == report

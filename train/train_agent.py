@@ -6,8 +6,12 @@
     episodic-memory evaluate-agent --agent runs/agent/agent.zip --episodes 100
 
 Training writes ``out/agent.zip`` (the SB3 model), ``out/agent_config.json`` (what rebuilds its
-environment), checkpoints every ``checkpoint_every`` steps, ``out/metrics.jsonl`` and a wandb run
-(offline by default) with SB3's metrics and the memory's (``memory/``), then evaluates the agent.
+environment; paths in it are absolute), ``out/machine.safetensors`` (the agent's memory machine:
+the pretrained ``--memory-checkpoint`` or the fresh one it was trained with, so the run directory is
+self-contained and may be moved), checkpoints every ``checkpoint_every`` steps, ``out/metrics.jsonl``
+and a wandb run (offline by default) with SB3's metrics and the memory's (``memory/``), then
+evaluates the agent. Every evaluation (during training, at the end, ``evaluate-agent``) reads with
+the agent's own machine.
 """
 
 from __future__ import annotations
@@ -15,24 +19,39 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from episodic_memory.agents.builder import ALGORITHMS, AgentConfig, build_agent, load_agent, make_agent_env
 from episodic_memory.agents.callbacks import MemoryMetricsCallback
 from episodic_memory.train.config import field
+from episodic_memory.train.pretrain import resolve_device
 from episodic_memory.train.tracking import RunLogger
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
 from stable_baselines3.common.utils import set_random_seed
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_wrapper
 
 from episodic_memory import DynamicKanervaMachine, KanervaMachine, read_checkpoint_header
+from episodic_memory.vec_env import VecEpisodicMemory
 
-__all__ = ["TrainAgentConfig", "evaluate_agent", "extrinsic_rewards", "run_episodes", "train_agent"]
+__all__ = [
+    "EvaluateAgentConfig",
+    "TrainAgentConfig",
+    "evaluate_agent",
+    "extrinsic_rewards",
+    "load_agent_config",
+    "make_evaluation_env",
+    "run_episodes",
+    "train_agent",
+]
+
+MACHINE_FILE = "machine.safetensors"  # the agent's memory machine, beside agent.zip
 
 
 @dataclass
@@ -51,6 +70,29 @@ class TrainAgentConfig(AgentConfig):
     wandb_project: str = field("episodic-memory", "wandb project")
 
 
+@dataclass
+class EvaluateAgentConfig:
+    """Options of ``episodic-memory evaluate-agent``."""
+
+    agent: str = dataclasses.field(metadata={"help": "agent.zip written by `episodic-memory train-agent`"})
+    episodes: int = field(100, "episodes to run (at least 1)")
+    seed: int = field(0, "seed of the evaluation environments (and of sampled actions)")
+    stochastic: bool = field(
+        False,
+        "sample actions from the policy as in training instead of taking the most probable one; writes evaluation-sampled.json",
+    )
+    out: str | None = field(None, "directory for the report (default: the agent's directory)")
+
+    def __post_init__(self) -> None:
+        _check_episodes("--episodes", self.episodes)
+
+
+def _check_episodes(option: str, episodes: Any) -> None:
+    """An evaluation needs at least one episode: the mean of none is NaN, not a result."""
+    if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
+        raise ValueError(f"{option} must be an int >= 1 (episodes to evaluate), actual value: {episodes!r}")
+
+
 class _RunLoggerOutput(KVWriter):
     """Sends SB3's logged values to a :class:`RunLogger` (metrics.jsonl and wandb)."""
 
@@ -64,8 +106,15 @@ class _RunLoggerOutput(KVWriter):
         self.run_logger.log(numbers, step)
 
 
-def train_agent(config: TrainAgentConfig, progress: bool = True) -> dict[str, Any]:
-    """Train as ``config`` says, save the agent, evaluate it; returns a summary."""
+def train_agent(config: TrainAgentConfig, progress: bool = True, callbacks: Sequence[BaseCallback] = ()) -> dict[str, Any]:
+    """Train as ``config`` says, save the agent and its machine, evaluate it; returns a summary.
+
+    ``config.device`` is resolved first (``auto`` -> ``cuda`` or ``cpu``; ``cuda`` without a GPU is a
+    ValueError) and recorded resolved, with absolute paths, in ``agent_config.json``.
+
+    :param callbacks: more SB3 callbacks, called after this function's own at every step.
+    """
+    config = _resolved(config)
     out = Path(config.out)
     _check_memory_checkpoint(
         config,
@@ -75,20 +124,23 @@ def train_agent(config: TrainAgentConfig, progress: bool = True) -> dict[str, An
     )
     model = build_agent(config)  # before out is created: bad options leave no empty run directory behind
     out.mkdir(parents=True, exist_ok=True)
+    memory = unwrap_vec_wrapper(model.get_env(), VecEpisodicMemory)
+    if memory is not None:  # the machine the agent learns to read: every evaluation must read with this one
+        memory.core.machine.save(out / MACHINE_FILE)
     run_logger = RunLogger(out, config.wandb_mode, config.wandb_project, dataclasses.asdict(config), out.name)
     model.set_logger(Logger(str(out), [CSVOutputFormat(str(out / "progress.csv")), _RunLoggerOutput(run_logger)]))
-    callbacks: list[BaseCallback] = [
+    steps_callbacks: list[BaseCallback] = [
         CheckpointCallback(max(config.checkpoint_every // config.num_envs, 1), str(out / "checkpoints"), name_prefix="agent")
     ]
     if config.memory != "none":
-        callbacks.append(MemoryMetricsCallback())
+        steps_callbacks.append(MemoryMetricsCallback())
     evaluation = None
     if config.eval_every > 0:
-        evaluation_env = make_agent_env(dataclasses.replace(config, seed=config.seed + 20_000), model.device)
+        evaluation_env = make_evaluation_env(out, config, config.seed + 20_000, model.device)
         evaluation = _PeriodicEvaluation(evaluation_env, config.eval_every, config.eval_every_episodes)
-        callbacks.append(evaluation)
+        steps_callbacks.append(evaluation)
     start = time.perf_counter()
-    model.learn(config.total_steps, callback=callbacks, log_interval=1, progress_bar=progress)
+    model.learn(config.total_steps, callback=[*steps_callbacks, *callbacks], log_interval=1, progress_bar=progress)
     train_seconds = time.perf_counter() - start - (evaluation.seconds if evaluation else 0.0)
     model.save(out / "agent.zip")
     (out / "agent_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
@@ -97,14 +149,47 @@ def train_agent(config: TrainAgentConfig, progress: bool = True) -> dict[str, An
         "steps": model.num_timesteps,
         "train_seconds": train_seconds,
         "fps": model.num_timesteps / train_seconds,
+        "device": config.device,
         "wandb_run_dir": str(run_logger.run_dir) if run_logger.run_dir else None,
     }
+    if evaluation is not None:
+        evaluation.venv.close()
     if config.eval_episodes > 0:
         summary["evaluation"] = evaluate_agent(out / "agent.zip", config.eval_episodes, seed=config.seed + 10_000)
         run_logger.log({f"eval/{k}": v for k, v in summary["evaluation"].items() if isinstance(v, float)}, model.num_timesteps)
     run_logger.finish()
     model.get_env().close()
     return summary
+
+
+def _resolved(config: TrainAgentConfig) -> TrainAgentConfig:
+    """``config`` with its device resolved (ValueError for ``cuda`` without a GPU) and its paths absolute,
+    so that ``agent_config.json`` records what ran and is read the same from any working directory."""
+    return dataclasses.replace(
+        config,
+        device=resolve_device(config.device).type,
+        out=str(Path(config.out).absolute()),
+        memory_checkpoint=str(Path(config.memory_checkpoint).absolute()) if config.memory_checkpoint else None,
+    )
+
+
+def make_evaluation_env(run_dir: str | Path, config: AgentConfig, seed: int, device: str | torch.device = "cpu") -> VecEnv:
+    """The agent's environments seeded by ``seed``, reading with the agent's own machine ``run_dir/machine.safetensors``.
+
+    Only the environments' seed differs from training: the machine is the one the agent was
+    trained with, never a fresh one drawn from ``seed``. Run directories written before the
+    machine was saved beside the agent fall back to ``config.memory_checkpoint``.
+    """
+    machine = Path(run_dir) / MACHINE_FILE
+    env_config = dataclasses.replace(config, seed=seed)
+    if config.memory != "none" and machine.is_file():
+        env_config = dataclasses.replace(env_config, memory_checkpoint=str(machine))
+    elif config.memory != "none" and not config.memory_checkpoint:
+        raise FileNotFoundError(
+            f"{str(machine)!r} is missing: it holds the memory the agent was trained with (written by "
+            "`episodic-memory train-agent` next to agent.zip); train the agent again"
+        )
+    return make_agent_env(env_config, device)
 
 
 def _check_memory_checkpoint(config: AgentConfig, source: str, if_missing: str) -> None:
@@ -188,17 +273,11 @@ class _PeriodicEvaluation(BaseCallback):
         return True
 
 
-def evaluate_agent(agent: str | Path, episodes: int = 100, seed: int = 0, deterministic: bool = True) -> dict[str, Any]:
-    """Success rate and mean return of a saved agent over ``episodes`` episodes; writes the report beside it.
+def load_agent_config(agent: str | Path, seed: int = 0) -> AgentConfig:
+    """The :class:`AgentConfig` in ``agent_config.json`` beside the saved agent ``agent``, with ``seed``.
 
-    The environment is rebuilt from ``agent_config.json`` next to ``agent``. An episode succeeds when
-    it ends with a positive reward (MiniGrid pays ``1 - 0.9 t / max_steps`` on success, 0 otherwise).
-    Returns are extrinsic: an agent trained with ``novelty_reward`` is scored without its bonus.
-
-    :param deterministic: True takes the policy's most probable action (``policy: "greedy"``, written
-        to ``evaluation.json``); False samples actions as in training (``policy: "sampled"``, written to
-        ``evaluation-sampled.json``), seeded by ``seed``. A policy still close to uniform can be stuck
-        when greedy (one action forever in a state it keeps seeing) and fine when sampled.
+    :raises FileNotFoundError: ``agent`` or its ``agent_config.json`` is missing.
+    :raises ValueError: the file is damaged, or names a memory checkpoint that is gone or not a memory.
     """
     agent = Path(agent)
     config_path = agent.parent / "agent_config.json"
@@ -224,17 +303,44 @@ def evaluate_agent(agent: str | Path, episodes: int = 100, seed: int = 0, determ
             raise KeyError(config.algo)
     except (TypeError, KeyError) as error:
         raise ValueError(f"{str(config_path)!r} holds invalid agent options ({error!r}); {retrain}") from error
-    _check_memory_checkpoint(
-        config,
-        f"the memory checkpoint of {str(config_path)!r}",
-        "the agent was trained with that memory: put the file back, or train the agent again",
-    )
-    venv = make_agent_env(config)
+    if not (agent.parent / MACHINE_FILE).is_file():  # a run from before the machine was saved beside the agent
+        _check_memory_checkpoint(
+            config,
+            f"the memory checkpoint of {str(config_path)!r}",
+            "the agent was trained with that memory: put the file back, or train the agent again",
+        )
+    return config
+
+
+def evaluate_agent(
+    agent: str | Path, episodes: int = 100, seed: int = 0, deterministic: bool = True, out: str | Path | None = None
+) -> dict[str, Any]:
+    """Success rate and mean return of a saved agent over ``episodes`` (>= 1) episodes; writes the report to ``out``.
+
+    The environment is rebuilt from ``agent_config.json`` next to ``agent`` and reads with the
+    agent's machine (:func:`make_evaluation_env`); only the environments' seed is ``seed``. An
+    episode succeeds when it ends with a positive reward (MiniGrid pays ``1 - 0.9 t / max_steps``
+    on success, 0 otherwise). Returns are extrinsic: an agent trained with ``novelty_reward`` is
+    scored without its bonus.
+
+    :param deterministic: True takes the policy's most probable action (``policy: "greedy"``, written
+        to ``evaluation.json``); False samples actions as in training (``policy: "sampled"``, written to
+        ``evaluation-sampled.json``), seeded by ``seed``. A policy still close to uniform can be stuck
+        when greedy (one action forever in a state it keeps seeing) and fine when sampled.
+    :param out: directory of the report; default: the agent's directory.
+    """
+    _check_episodes("episodes", episodes)
+    agent = Path(agent)
+    config = load_agent_config(agent, seed)
+    venv = make_evaluation_env(agent.parent, config, seed)
     try:
         model = load_agent(agent, config.algo, venv)
     except Exception as error:  # noqa: BLE001 - SB3 raises many kinds for a damaged zip; all mean the same to the user
         venv.close()
-        raise ValueError(f"cannot load the agent {str(agent)!r} ({type(error).__name__}: {error}); {retrain}") from error
+        raise ValueError(
+            f"cannot load the agent {str(agent)!r} ({type(error).__name__}: {error}); train the agent again with "
+            "`episodic-memory train-agent`"
+        ) from error
     set_random_seed(seed)  # the actions sampled when not deterministic
     returns, successes = run_episodes(model, venv, episodes, deterministic)
     venv.close()
@@ -248,5 +354,7 @@ def evaluate_agent(agent: str | Path, episodes: int = 100, seed: int = 0, determ
         "mean_return": float(np.mean(returns)),
         "std_return": float(np.std(returns)),
     }
-    (agent.parent / ("evaluation.json" if deterministic else "evaluation-sampled.json")).write_text(json.dumps(report, indent=2))
+    out = agent.parent if out is None else Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ("evaluation.json" if deterministic else "evaluation-sampled.json")).write_text(json.dumps(report, indent=2))
     return report
