@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 from dataclasses import replace
 
@@ -250,3 +251,68 @@ def test_evaluate_agent_takes_a_config_file(tmp_path, capsys):
     report = json.loads((tmp_path / "r" / "evaluation-sampled.json").read_text())
     assert report["episodes"] == 3 and report["policy"] == "sampled"
     assert json.loads(capsys.readouterr().out) == report
+
+
+# ------------------------------------------------------------------------------------------------
+# Off-policy agents
+# ------------------------------------------------------------------------------------------------
+def off_policy(out, algo: str, **changes) -> TrainAgentConfig:
+    """A few hundred steps: 50 transitions before the first update, then one update every 4 steps of the 2 envs.
+
+    Empty-5x5 episodes end within 100 steps, and SB3 logs off-policy training at the end of episodes.
+    """
+    options = {"env_id": "MiniGrid-Empty-5x5-v0", "total_steps": 300, "learning_starts": 50, "target_update_interval": 100}
+    return tiny(out, algo=algo, buffer_size=1_000, **{**options, **changes})
+
+
+@pytest.mark.parametrize("algo", ["dqn", "qrdqn"])
+@pytest.mark.parametrize("memory", ["dkm", "none"])
+def test_off_policy_agents_train_with_and_without_memory(tmp_path, algo, memory):
+    summary = train_agent(off_policy(tmp_path, algo, memory=memory), progress=False)
+    assert summary["steps"] >= 300
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert max(r.get("train/n_updates", 0) for r in logged) > 0  # the replay buffer was sampled and learned from
+    assert any("memory/novelty" in r for r in logged) == (memory != "none")
+    report = evaluate_agent(tmp_path / "agent.zip", episodes=2)
+    assert report["algo"] == algo and report["episodes"] == 2
+
+
+class ReplayBufferBytes(BaseCallback):
+    """Records the nbytes of the arrays of the model's replay buffer and its observation keys."""
+
+    def _on_training_start(self) -> None:
+        buffer = self.model.replay_buffer
+        arrays = [*buffer.observations.values(), *buffer.next_observations.values()]
+        self.nbytes = sum(a.nbytes for a in [*arrays, buffer.actions, buffer.rewards, buffer.dones, buffer.timeouts])
+        self.keys = sorted(buffer.observations)
+        self.dtypes = {k: v.dtype for k, v in buffer.observations.items()}
+
+    def _on_step(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("replay_readouts", ["full", "float16", "no-memory"])
+def test_the_printed_replay_buffer_size_is_the_allocated_one(tmp_path, capsys, replay_readouts):
+    recorder = ReplayBufferBytes()
+    config = off_policy(tmp_path, "dqn", replay_readouts=replay_readouts, total_steps=60, eval_episodes=0)
+    train_agent(config, progress=False, callbacks=[recorder])
+    printed = re.search(
+        r"replay buffer \((\S+) read-outs\): ([\d,]+) bytes per transition, ([\d,]+) bytes", capsys.readouterr().out
+    )
+    assert printed is not None and printed[1] == replay_readouts
+    per_transition, total = (int(printed[i].replace(",", "")) for i in (2, 3))
+    assert total == recorder.nbytes and total == 1_000 * per_transition
+    assert ("memory" in recorder.keys) == (replay_readouts != "no-memory")
+    assert (recorder.dtypes["retrieval"] == np.float16) == (replay_readouts == "float16")
+    saved = json.loads((tmp_path / "agent_config.json").read_text())
+    assert ("memory" in saved["readouts"]) == (replay_readouts != "no-memory")  # evaluation rebuilds the same observation
+    assert evaluate_agent(tmp_path / "agent.zip", episodes=1)["episodes"] == 1
+
+
+@pytest.mark.parametrize("replay_readouts", ["float16", "no-memory"])
+def test_replay_readouts_need_an_off_policy_algorithm(tmp_path, replay_readouts):
+    with pytest.raises(
+        ValueError, match=f"replay_readouts='{replay_readouts}' shapes a replay buffer, but --algo ppo keeps none"
+    ):
+        train_agent(tiny(tmp_path / "run", replay_readouts=replay_readouts), progress=False)
+    assert not (tmp_path / "run").exists()

@@ -84,9 +84,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "train-agent",
-        help="train PPO / A2C / RecurrentPPO on a MiniGrid task, with or without the episodic memory",
+        help="train PPO / A2C / RecurrentPPO / DQN / QR-DQN on a MiniGrid task, with or without the episodic memory",
         description="Train an SB3 agent on egocentric MiniGrid frames, with the memory read-outs (--memory dkm|km) or without "
-        "(--memory none); checkpoints, wandb logging (SB3 and memory metrics) and an evaluation at the end.",
+        "(--memory none); checkpoints, wandb logging (SB3 and memory metrics) and an evaluation at the end. "
+        "dqn and qrdqn print their replay buffer's size before allocating it (see --replay-readouts).",
     )
     add_config_arguments(p, TrainAgentConfig)
 

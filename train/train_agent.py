@@ -3,6 +3,7 @@
     episodic-memory train-agent --env-id MiniGrid-MemoryS7-v0 --memory dkm --memory-checkpoint runs/dkm/model.safetensors
     episodic-memory train-agent --memory none                    # memory-less PPO baseline
     episodic-memory train-agent --memory none --algo recurrent_ppo
+    episodic-memory train-agent --algo dqn --replay-readouts float16 --buffer-size 200000
     episodic-memory evaluate-agent --agent runs/agent/agent.zip --episodes 100
 
 Training writes ``out/agent.zip`` (the SB3 model), ``out/agent_config.json`` (what rebuilds its
@@ -26,8 +27,17 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from episodic_memory.agents.builder import ALGORITHMS, AgentConfig, build_agent, load_agent, make_agent_env
+from episodic_memory.agents.builder import (
+    ALGORITHMS,
+    OFF_POLICY,
+    AgentConfig,
+    build_agent,
+    float16_readouts,
+    load_agent,
+    make_agent_env,
+)
 from episodic_memory.agents.callbacks import MemoryMetricsCallback
+from episodic_memory.agents.replay import replay_buffer_nbytes
 from episodic_memory.train.config import field
 from episodic_memory.train.pretrain import resolve_device
 from episodic_memory.train.tracking import RunLogger
@@ -47,6 +57,7 @@ __all__ = [
     "extrinsic_rewards",
     "load_agent_config",
     "make_evaluation_env",
+    "replay_buffer_summary",
     "run_episodes",
     "train_agent",
 ]
@@ -122,7 +133,14 @@ def train_agent(config: TrainAgentConfig, progress: bool = True, callbacks: Sequ
         f"`episodic-memory pretrain --model {config.memory} --out DIR` writes one to DIR/model.safetensors; "
         "or leave out --memory-checkpoint for a fresh, untrained memory",
     )
-    model = build_agent(config)  # before out is created: bad options leave no empty run directory behind
+    venv = make_agent_env(config, config.device)  # before out is created: bad options leave no empty run directory behind
+    try:
+        if config.algo in OFF_POLICY:
+            print(replay_buffer_summary(config, venv))
+        model = build_agent(config, venv)
+    except BaseException:
+        venv.close()
+        raise
     out.mkdir(parents=True, exist_ok=True)
     memory = unwrap_vec_wrapper(model.get_env(), VecEpisodicMemory)
     if memory is not None:  # the machine the agent learns to read: every evaluation must read with this one
@@ -160,6 +178,18 @@ def train_agent(config: TrainAgentConfig, progress: bool = True, callbacks: Sequ
     run_logger.finish()
     model.get_env().close()
     return summary
+
+
+def replay_buffer_summary(config: AgentConfig, venv: VecEnv) -> str:
+    """One line on the replay buffer an off-policy agent on ``venv`` allocates: bytes per transition and in all."""
+    float16_keys = float16_readouts(config) if config.replay_readouts == "float16" else ()
+    per_transition, total = replay_buffer_nbytes(
+        venv.observation_space, venv.action_space, config.buffer_size, venv.num_envs, float16_keys
+    )
+    return (
+        f"replay buffer ({config.replay_readouts} read-outs): {per_transition:,} bytes per transition, "
+        f"{total:,} bytes ({total / 2**30:.2f} GiB) for {config.buffer_size:,} transitions"
+    )
 
 
 def _resolved(config: TrainAgentConfig) -> TrainAgentConfig:
