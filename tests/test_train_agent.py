@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -18,6 +24,7 @@ from episodic_memory.train.config import add_config_arguments, config_from_args
 from episodic_memory.train.train_agent import (
     TrainAgentConfig,
     evaluate_agent,
+    latest_agent_checkpoint,
     load_agent_config,
     make_evaluation_env,
     run_episodes,
@@ -55,7 +62,7 @@ def tiny(out, **changes) -> TrainAgentConfig:
 def test_trains_saves_checkpoints_and_evaluates(tmp_path, algo, memory, novelty_reward):
     summary = train_agent(tiny(tmp_path, algo=algo, memory=memory, novelty_reward=novelty_reward), progress=False)
     assert summary["steps"] >= 64
-    assert (tmp_path / "agent.zip").is_file() and any((tmp_path / "checkpoints").glob("agent_*_steps.zip"))
+    assert (tmp_path / "agent.zip").is_file() and (tmp_path / "checkpoints" / "step-000000064" / "agent.zip").is_file()
     report = json.loads((tmp_path / "evaluation.json").read_text())
     assert report["episodes"] == 2 and 0.0 <= report["success_rate"] <= 1.0 and report["memory"] == memory
     assert 0.0 <= report["mean_return"] <= 1.0  # MiniGrid's extrinsic return, without the bonus
@@ -316,3 +323,110 @@ def test_replay_readouts_need_an_off_policy_algorithm(tmp_path, replay_readouts)
     ):
         train_agent(tiny(tmp_path / "run", replay_readouts=replay_readouts), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Interruption and resumption
+# ------------------------------------------------------------------------------------------------
+def cli_options(config: TrainAgentConfig) -> list[str]:
+    """The train-agent flags of ``config``'s fields that differ from the defaults."""
+    defaults = TrainAgentConfig()
+    flags = []
+    for name, value in vars(config).items():
+        if value != getattr(defaults, name):
+            flags += [f"--{name.replace('_', '-')}", *(map(str, value) if isinstance(value, tuple) else [str(value)])]
+    return flags
+
+
+class ResumePoint(BaseCallback):
+    """Records the step count, SB3's total and progress, the policy's weights and the replay buffer's size when training
+    starts, and the progress remaining at each rollout start."""
+
+    def _on_training_start(self) -> None:
+        self.steps, self.total = self.model.num_timesteps, self.model._total_timesteps
+        self.weights = {k: v.detach().clone() for k, v in self.model.policy.state_dict().items()}
+        self.buffer_size = self.model.replay_buffer.size() if hasattr(self.model, "replay_buffer") else None
+        self.progress: list[tuple[int, float]] = []
+
+    def _on_rollout_start(self) -> None:
+        self.progress.append((self.model.num_timesteps, self.model._current_progress_remaining))
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def csv_rows(path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_sigint_writes_a_checkpoint_and_resume_continues_it(tmp_path):
+    out = tmp_path / "run"
+    config = tiny(out, total_steps=1_000_000, eval_episodes=0)  # far more than the test runs: SIGINT ends it
+    command = [sys.executable, "-m", "episodic_memory.train.cli", "train-agent", *cli_options(config)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    deadline = time.monotonic() + 120
+    while latest_agent_checkpoint(out) is None and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0].decode()
+    assert process.returncode == 130, output
+    summary = json.loads(output[output.index("{") :])
+    assert summary["interrupted"] and summary["agent"] is None and not (out / "agent.zip").exists()
+    checkpoint = latest_agent_checkpoint(out)
+    assert str(checkpoint) == summary["checkpoint"]
+    saved_step = json.loads((checkpoint / "trainer.json").read_text())["step"]
+    assert saved_step == summary["steps"] and saved_step % 32 == 0  # whole rollouts of 2 envs x 16 steps: what was learnt from
+    assert {p.name for p in checkpoint.iterdir()} == {"agent.zip", "agent_config.json", "machine.safetensors", "trainer.json"}
+    progress_before = csv_rows(out / "progress.csv")
+    metrics_before = (out / "metrics.jsonl").read_text()
+    assert progress_before and metrics_before
+
+    total = saved_step + 64
+    resumed = ResumePoint()
+    summary = train_agent(replace(config, total_steps=total), progress=False, callbacks=[resumed], resume=True)
+    from stable_baselines3 import PPO
+
+    saved_weights = PPO.load(checkpoint / "agent.zip", device="cpu").policy.state_dict()
+    assert resumed.steps == saved_step and resumed.total == total  # SB3's progress runs from the checkpoint to --total-steps
+    assert all(torch.equal(resumed.weights[k], saved_weights[k]) for k in saved_weights)
+    assert resumed.progress[1] == (saved_step + 32, pytest.approx(1 - (saved_step + 32) / total))
+    assert summary["steps"] == total and summary["resumed_from"] == saved_step and not summary["interrupted"]
+    assert latest_agent_checkpoint(out).name == f"step-{total:09d}" and (out / "agent.zip").is_file()
+    progress_after = csv_rows(out / "progress.csv")
+    assert [{k: row[k] for k in progress_before[0]} for row in progress_after[: len(progress_before)]] == progress_before
+    assert int(progress_after[-1]["time/total_timesteps"]) == total
+    metrics_after = (out / "metrics.jsonl").read_text()
+    assert metrics_after.startswith(metrics_before) and json.loads(metrics_after.splitlines()[-1])["step"] == total
+
+
+def test_an_off_policy_run_resumes_with_its_replay_buffer(tmp_path):
+    config = off_policy(tmp_path, "dqn", total_steps=120, eval_episodes=0)
+    train_agent(config, progress=False)
+    checkpoint = latest_agent_checkpoint(tmp_path)
+    assert checkpoint.name == "step-000000120" and (checkpoint / "replay_buffer.pkl").is_file()
+    resumed = ResumePoint()
+    summary = train_agent(replace(config, total_steps=200), progress=False, callbacks=[resumed], resume=True)
+    assert resumed.steps == 120 and resumed.total == 200 and resumed.buffer_size == 60  # 120 transitions in rows of 2 envs
+    assert summary["steps"] == 200
+    assert [p.parent.name for p in (tmp_path / "checkpoints").glob("step-*/replay_buffer.pkl")] == ["step-000000200"]
+
+
+def test_resume_refuses_another_experiment_and_afresh_refuses_a_run_with_checkpoints(tmp_path, capsys):
+    config = tiny(tmp_path, memory="none", eval_episodes=0)
+    train_agent(config, progress=False)
+    with pytest.raises(
+        ValueError, match=r"already holds checkpoints: pass --resume to continue that run, or choose another --out"
+    ):
+        train_agent(config, progress=False)
+    with pytest.raises(
+        ValueError,
+        match=r"cannot resume .*step-000000064' with a different experiment "
+        r"\(n_steps: 16 -> 8, learning_rate: 0.0003 -> 0.001\); only \['checkpoint_every', 'device', .*\] may change",
+    ):
+        train_agent(replace(config, learning_rate=1e-3, n_steps=8, total_steps=128), progress=False, resume=True)
+    code = main(["train-agent", *cli_options(replace(config, out=str(tmp_path / "elsewhere"))), "--resume"])
+    assert code == 2 and "--resume: no checkpoint in" in capsys.readouterr().err
+    assert not (tmp_path / "elsewhere").exists()

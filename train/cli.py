@@ -87,9 +87,16 @@ def _build_parser() -> argparse.ArgumentParser:
         help="train PPO / A2C / RecurrentPPO / DQN / QR-DQN on a MiniGrid task, with or without the episodic memory",
         description="Train an SB3 agent on egocentric MiniGrid frames, with the memory read-outs (--memory dkm|km) or without "
         "(--memory none); checkpoints, wandb logging (SB3 and memory metrics) and an evaluation at the end. "
-        "dqn and qrdqn print their replay buffer's size before allocating it (see --replay-readouts).",
+        "dqn and qrdqn print their replay buffer's size before allocating it (see --replay-readouts). "
+        "SIGINT/SIGTERM writes a checkpoint and exits with 130; --resume continues from it.",
     )
     add_config_arguments(p, TrainAgentConfig)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest checkpoint (model, step count, schedules, replay buffer, logs, "
+        "wandb run); the environments start new episodes",
+    )
 
     p = commands.add_parser(
         "evaluate-agent",
@@ -163,9 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps({k: v for k, v in summary.items() if k != "evaluation"}, indent=2))
             return EXIT_INTERRUPTED if summary["interrupted"] else 0
         if args.command == "train-agent":
-            summary = train_agent(config_from_args(TrainAgentConfig, args))
+            summary = train_agent(config_from_args(TrainAgentConfig, args), resume=args.resume)
             print(json.dumps(summary, indent=2))
-            return 0
+            return EXIT_INTERRUPTED if summary["interrupted"] else 0
         if args.command == "demo":
             return run_demo(config_from_args(DemoConfig, args))
         if args.command == "evaluate-agent":
