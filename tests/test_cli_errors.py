@@ -475,6 +475,54 @@ class TestTrainAgent:
                 re.escape(f"reads frames of shape (16, 16, 1), it cannot read the agent's frames of shape ({FRAME}, {FRAME}, 3)"),
             )
 
+    @pytest.fixture(scope="class")
+    def agent_run(self, tmp_path_factory) -> Path:
+        """A finished 32-step PPO run without memory: checkpoints/step-000000032."""
+        out = tmp_path_factory.mktemp("agent")
+        assert main(["train-agent", "--memory", "none", "--out", str(out), *AGENT]) == 0
+        return out
+
+    def test_a_fresh_start_over_checkpoints(self, agent_run, capsys):
+        with nothing_written(agent_run):
+            fails(
+                capsys,
+                "train-agent",
+                ["--memory", "none", "--out", str(agent_run), *AGENT],
+                "already holds checkpoints: pass --resume to continue that run, or choose another --out",
+            )
+
+    def test_resume_with_another_experiment(self, agent_run, capsys):
+        with nothing_written(agent_run):
+            fails(
+                capsys,
+                "train-agent",
+                ["--memory", "none", "--out", str(agent_run), *AGENT, "--resume", "--ent-coef", "0.1", "--total-steps", "64"],
+                "cannot resume .*step-000000032' with a different experiment \\(ent_coef: 0.01 -> 0.1\\)",
+                "pass the options of that run again",
+            )
+
+    def test_resume_from_a_corrupted_checkpoint(self, agent_run, tmp_path, capsys):
+        out = shutil.copytree(agent_run, tmp_path / "agent")
+        (out / "checkpoints" / "step-000000032" / "agent.zip").write_bytes(b"not a zip")
+        with nothing_written(tmp_path):
+            fails(
+                capsys,
+                "train-agent",
+                ["--memory", "none", "--out", str(out), *AGENT, "--resume", "--total-steps", "64"],
+                "checkpoint .*step-000000032' is corrupted",
+                "delete it to resume from the checkpoint before it",
+            )
+
+    @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+    def test_device_cuda_without_a_gpu(self, tmp_path, capsys):
+        with nothing_written(tmp_path):
+            fails(
+                capsys,
+                "train-agent",
+                ["--memory", "none", "--out", str(tmp_path / "agent"), *AGENT, "--device", "cuda"],
+                "--device cuda: no CUDA device is available; use --device cpu or auto",
+            )
+
 
 # ------------------------------------------------------------------------------------------------
 # evaluate-agent

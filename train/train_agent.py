@@ -216,18 +216,18 @@ def train_agent(
     try:
         model.learn(
             max(config.total_steps - start_step, 0),
-            callback=[*own, steps, *callbacks],  # the stop request last: the others see every step it lets through
+            callback=[*own, steps, *callbacks],  # the stop request after ours: they see every step it lets through
             log_interval=1,
             reset_num_timesteps=checkpoint is None,
             progress_bar=progress,
         )
+        train_seconds = time.perf_counter() - start - (evaluation.seconds if evaluation else 0.0)
+        final = steps.save()  # still under the stop request: a second signal cannot cut the checkpoint short
     finally:
         stop.restore()
-    train_seconds = time.perf_counter() - start - (evaluation.seconds if evaluation else 0.0)
     if evaluation is not None:
         evaluation.venv.close()
     interrupted = stop.signal is not None and model.num_timesteps < config.total_steps
-    final = steps.save()
     summary: dict[str, Any] = {
         "agent": None if interrupted else str(out / "agent.zip"),
         "steps": model.num_timesteps,
@@ -264,10 +264,17 @@ def _model(config: TrainAgentConfig, checkpoint: Path | None) -> BaseAlgorithm:
             if config.algo in OFF_POLICY:
                 print(replay_buffer_summary(config, venv))
             return build_agent(config, venv)
-        model = load_agent(checkpoint / "agent.zip", config.algo, venv, config.device)
         if config.algo in OFF_POLICY:
             print(replay_buffer_summary(config, venv))
-            model.load_replay_buffer(checkpoint / "replay_buffer.pkl")
+        try:
+            model = load_agent(checkpoint / "agent.zip", config.algo, venv, config.device)
+            if config.algo in OFF_POLICY:
+                model.load_replay_buffer(checkpoint / "replay_buffer.pkl")
+        except Exception as error:  # noqa: BLE001 - SB3 and pickle raise many kinds for a damaged file; all mean the same
+            raise ValueError(
+                f"checkpoint {str(checkpoint)!r} is corrupted ({type(error).__name__}: {error}); delete it to resume from "
+                "the checkpoint before it, or start afresh in another --out"
+            ) from error
         model.set_random_seed(seed)
         return model
     except BaseException:
