@@ -106,7 +106,13 @@ class AgentConfig:
     def __post_init__(self) -> None:
         self.readouts = tuple(self.readouts)
         if self.replay_readouts == "no-memory":  # the read-out is left out of the observation itself
-            self.readouts = tuple(r for r in self.readouts if r != "memory")
+            kept = tuple(r for r in self.readouts if r != "memory")
+            if not kept and self.memory != "none":
+                raise ValueError(
+                    f"replay_readouts='no-memory' leaves none of readouts={self.readouts!r}; add retrieval or novelty to "
+                    "--readouts, or use --memory none"
+                )
+            self.readouts = kept
 
 
 def make_machine(config: AgentConfig, device: str | torch.device) -> GenerativeMemory:

@@ -13,11 +13,12 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from episodic_memory.agents.builder import make_agent_env
+from episodic_memory.agents.builder import ALGORITHMS, make_agent_env
 from episodic_memory.envs.mazes import make_frame_env
 from episodic_memory.train.cli import main
 from episodic_memory.train.config import add_config_arguments, config_from_args
@@ -82,14 +83,17 @@ def test_sampled_evaluation_is_seeded_and_kept_apart_from_the_greedy_one(tmp_pat
     assert (tmp_path / "evaluation.json").read_bytes() == greedy  # the greedy report is not overwritten
 
 
-def test_same_seed_same_agent(tmp_path):
-    a = train_agent(tiny(tmp_path / "a", eval_episodes=0), progress=False)
-    b = train_agent(tiny(tmp_path / "b", eval_episodes=0), progress=False)
-    from stable_baselines3 import PPO
-
-    pa = PPO.load(a["agent"], device="cpu").policy.state_dict()
-    pb = PPO.load(b["agent"], device="cpu").policy.state_dict()
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_same_seed_same_agent(tmp_path, algo):
+    changes = {"algo": algo, "eval_episodes": 0, "learning_starts": 16, "train_freq": 2}
+    a = train_agent(tiny(tmp_path / "a", **changes), progress=False)
+    b = train_agent(tiny(tmp_path / "b", **changes), progress=False)
+    pa = ALGORITHMS[algo].load(a["agent"], device="cpu").policy.state_dict()
+    pb = ALGORITHMS[algo].load(b["agent"], device="cpu").policy.state_dict()
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    c = train_agent(tiny(tmp_path / "c", **changes, seed=1), progress=False)
+    pc = ALGORITHMS[algo].load(c["agent"], device="cpu").policy.state_dict()
+    assert not all(torch.equal(pa[k], pc[k]) for k in pa)  # the seed matters: the check above could fail
 
 
 def test_pretrained_memory_checkpoint_of_another_frame_size_resizes_the_frames(tmp_path):
@@ -430,3 +434,31 @@ def test_resume_refuses_another_experiment_and_afresh_refuses_a_run_with_checkpo
     code = main(["train-agent", *cli_options(replace(config, out=str(tmp_path / "elsewhere"))), "--resume"])
     assert code == 2 and "--resume: no checkpoint in" in capsys.readouterr().err
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_resumed_run_is_the_same_from_the_same_checkpoint_and_resumes_its_wandb_run(tmp_path):
+    config = tiny(tmp_path / "first", memory="none", eval_episodes=0, wandb_mode="offline")
+    train_agent(config, progress=False)
+    wandb_id = json.loads((latest_agent_checkpoint(tmp_path / "first") / "trainer.json").read_text())["wandb_id"]
+    assert wandb_id
+    shutil.copytree(tmp_path / "first", tmp_path / "second")
+    weights = []
+    for name in ("first", "second"):
+        summary = train_agent(replace(config, out=str(tmp_path / name), total_steps=128), progress=False, resume=True)
+        assert summary["steps"] == 128 and Path(summary["wandb_run_dir"]).name.endswith(f"-{wandb_id}")
+        weights.append(ALGORITHMS["ppo"].load(summary["agent"], device="cpu").policy.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # same seed, same checkpoint: same run
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"eval_every": 32, "eval_every_episodes": 0}, r"eval_every_episodes must be an int >= 1"),
+        ({"total_steps": 0}, r"total_steps must be an int >= 1, actual value: 0"),
+        ({"checkpoint_every": -5}, r"checkpoint_every must be an int >= 1, actual value: -5"),
+        ({"algo": "dqn", "replay_readouts": "no-memory", "readouts": ("memory",)}, r"leaves none of readouts=\('memory',\)"),
+    ],
+)
+def test_bad_run_options(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(tmp_path, **changes)

@@ -102,6 +102,15 @@ class TrainAgentConfig(AgentConfig):
     )
     wandb_project: str = field("episodic-memory", "wandb project")
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name, minimum in (("total_steps", 1), ("checkpoint_every", 1), ("eval_episodes", 0), ("eval_every", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"{name} must be an int >= {minimum}, actual value: {value!r}")
+        if self.eval_every > 0:
+            _check_episodes("eval_every_episodes", self.eval_every_episodes)
+
 
 @dataclass
 class EvaluateAgentConfig:
