@@ -1,12 +1,16 @@
-"""Build a (memory-augmented) Stable-Baselines3 agent for a MiniGrid task in one call.
+"""Build a (memory-augmented) Stable-Baselines3 agent for any Gymnasium environment in one call.
 
     model = build_agent(AgentConfig(env_id="MiniGrid-MemoryS7-v0", memory="dkm", memory_checkpoint="runs/dkm/model.safetensors"))
+    model = build_agent(AgentConfig(env_id="CartPole-v1", memory="dkm"))  # a fresh memory that fits the space
     model.learn(100_000)
 
-The agent sees egocentric RGB frames (``frame_size`` pixels, :func:`episodic_memory.envs.make_frame_env`) as the
-``observation`` key of a Dict, plus the memory read-outs when ``memory`` is not ``"none"``; every
-agent, with or without memory, uses :class:`~episodic_memory.agents.extractors.MemoryFeaturesExtractor`, so the
-baselines differ from the memory agent only by the read-outs.
+The environments come from :func:`episodic_memory.envs.gym_envs.make_env`: MiniGrid ids give
+egocentric RGB frames (``frame_size`` pixels), other ids their own observations. The agent sees
+them as the ``observation`` key of a Dict (or the env's own Dict keys), plus the memory read-outs
+when ``memory`` is not ``"none"``; with ``policy_input="readouts"`` it sees the read-outs only,
+the observation's ``code`` among them. Every agent, with or without memory, uses
+:class:`~episodic_memory.agents.extractors.MemoryFeaturesExtractor`, so the baselines differ from
+the memory agent only by the read-outs.
 """
 
 from __future__ import annotations
@@ -17,9 +21,6 @@ from typing import Any, Literal
 
 import gymnasium
 import torch
-from episodic_memory.agents.extractors import MemoryFeaturesExtractor
-from episodic_memory.agents.replay import Float16ReadoutsReplayBuffer
-from episodic_memory.envs.mazes import make_frame_env
 from gymnasium import spaces
 from sb3_contrib import QRDQN, RecurrentPPO
 from stable_baselines3 import A2C, DQN, PPO
@@ -29,7 +30,11 @@ from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
 from episodic_memory import DynamicKanervaMachine, GenerativeMemory, KanervaMachine
-from episodic_memory.readouts import READOUTS, resolve_machine
+from episodic_memory.agents.extractors import MemoryFeaturesExtractor
+from episodic_memory.agents.replay import Float16ReadoutsReplayBuffer
+from episodic_memory.envs.gym_envs import agent_observations, make_env
+from episodic_memory.observations import ObservationEncoding
+from episodic_memory.readouts import DEFAULT_READOUTS, READOUTS, resolve_machine
 from episodic_memory.vec_env import VecEpisodicMemory
 
 __all__ = [
@@ -51,7 +56,21 @@ OFF_POLICY = tuple(name for name, algo in ALGORITHMS.items() if issubclass(algo,
 class AgentConfig:
     """What :func:`build_agent` builds (also the options of ``episodic-memory train-agent``)."""
 
-    env_id: str = field(default="MiniGrid-MemoryS7-v0", metadata={"help": "MiniGrid task"})
+    env_id: str = field(
+        default="MiniGrid-MemoryS7-v0",
+        metadata={
+            "help": "any registered Gymnasium id, or module:Id (MiniGrid ids give egocentric frames, others their own "
+            "observations)"
+        },
+    )
+    env_kwargs: dict[str, Any] = field(default_factory=dict, metadata={"help": "keyword arguments of gymnasium.make"})
+    imports: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "modules to import first, for ids of third-party packages (e.g. popgym)", "aliases": ("--import",)},
+    )
+    obs_key: tuple[str, ...] | None = field(
+        default=None, metadata={"help": "for Dict observations, the key(s) the memory reads (default: every non-text key)"}
+    )
     algo: Literal["ppo", "a2c", "recurrent_ppo", "dqn", "qrdqn"] = field(
         default="ppo",
         metadata={"help": "SB3 algorithm (recurrent_ppo: the LSTM baseline; dqn, qrdqn: off-policy, with a replay buffer)"},
@@ -64,9 +83,21 @@ class AgentConfig:
     )
     frame_size: int = field(
         default=32,
-        metadata={"help": "side of the egocentric RGB frames the agent sees (a memory checkpoint of another size resizes them)"},
+        metadata={
+            "help": "side of the egocentric RGB frames of MiniGrid ids (a memory checkpoint of another size resizes them)"
+        },
     )
-    readouts: tuple[str, ...] = field(default=READOUTS, metadata={"help": "memory read-outs added to the observation"})
+    readouts: tuple[str, ...] = field(
+        default=DEFAULT_READOUTS, metadata={"help": f"memory read-outs added to the observation, of {list(READOUTS)}"}
+    )
+    policy_input: Literal["pixels", "readouts", "both"] = field(
+        default="both",
+        metadata={
+            "help": "what the policy sees: the observation and the read-outs (both), the read-outs only, with the "
+            "observation's code (readouts: no CNN, the encoder runs once per frame for both), or the observation only "
+            "(pixels: the memory still runs, e.g. for --novelty-reward)"
+        },
+    )
     attractor_steps: int = field(default=5, metadata={"help": "code-space attractor iterations of the retrieval read-out"})
     novelty_reward: float = field(
         default=0.0,
@@ -115,58 +146,84 @@ class AgentConfig:
             self.readouts = kept
 
 
-def make_machine(config: AgentConfig, device: str | torch.device) -> GenerativeMemory:
-    """The memory's machine: the checkpoint if given, else a fresh DKM/KM for the agent's frames.
+def make_machine(
+    config: AgentConfig, device: str | torch.device, observation_space: gymnasium.Space | None = None
+) -> GenerativeMemory:
+    """The memory's machine: the checkpoint if given, else a fresh DKM/KM that fits the observations.
 
-    A checkpoint trained on frames of another size resizes the agent's frames itself (its saved
-    preprocessing); one that cannot read RGB frames at all is refused.
+    A fresh machine is ``for_space(observation_space)`` seeded by ``config.seed`` (see
+    :meth:`~episodic_memory.machine.GenerativeMemory.for_space`). A checkpoint must read the
+    observations: images of another size are resized by its saved preprocessing; anything else it
+    cannot read is refused with the reason.
+
+    :param observation_space: the environment's observations; None builds one environment to ask.
     """
+    if observation_space is None:
+        env = make_env(config.env_id, config.frame_size, config.env_kwargs, config.imports)
+        observation_space = env.observation_space
+        env.close()
+    obs_key = _obs_key(config)
     if config.memory_checkpoint:
         machine = resolve_machine(config.memory_checkpoint, device)
-        frames = (config.frame_size, config.frame_size, 3)
-        problem = machine.input_spec.mismatch(frames)
+        encoding = ObservationEncoding.for_space(observation_space, obs_key)
+        problem = machine.cannot_read(encoding)
         if problem is not None:
             raise ValueError(
-                f"memory checkpoint {config.memory_checkpoint!r} reads frames of shape {tuple(machine.input_shape)}, "
-                f"it cannot read the agent's frames of shape {frames}: {problem}"
+                f"memory checkpoint {config.memory_checkpoint!r} reads frames of shape {tuple(machine.input_shape)}, it cannot "
+                f"read the agent's frames of shape {encoding.frame_shape}: {problem} ({config.env_id} gives {observation_space})"
             )
         return machine
     torch.manual_seed(config.seed)
     cls = {"dkm": DynamicKanervaMachine, "km": KanervaMachine}[config.memory]
-    machine = cls((config.frame_size, config.frame_size, 3), config.code_size, config.num_slots, "gaussian", hidden_channels=16)
+    machine = cls.for_space(observation_space, obs_key=obs_key, code_size=config.code_size, num_slots=config.num_slots)
     return machine.to(device).eval()
 
 
-def _dict_frames(env: gymnasium.Env) -> gymnasium.Env:
-    """``frame`` -> ``{"observation": frame}``, the layout of the memory agents' observations."""
-    return gymnasium.wrappers.TransformObservation(
-        env, lambda obs: {"observation": obs}, spaces.Dict({"observation": env.observation_space})
-    )
+def _obs_key(config: AgentConfig) -> str | tuple[str, ...] | None:
+    """``config.obs_key`` as the wrappers take it: one key as a string (an image key is read as an image)."""
+    if config.obs_key is None:
+        return None
+    return config.obs_key[0] if len(config.obs_key) == 1 else tuple(config.obs_key)
 
 
-def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu") -> VecEnv:
-    """``num_envs`` frame environments, vectorised, monitored (episode returns and lengths for SB3's
-    ``rollout/`` metrics), wrapped in :class:`VecEpisodicMemory` unless ``memory="none"``."""
+def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu", machine: GenerativeMemory | None = None) -> VecEnv:
+    """``num_envs`` environments (:func:`~episodic_memory.envs.gym_envs.make_env`), vectorised, monitored (episode
+    returns and lengths for SB3's ``rollout/`` metrics), wrapped in :class:`VecEpisodicMemory` unless ``memory="none"``.
+
+    :param machine: the memory's machine; None makes one (:func:`make_machine`).
+    """
     if config.memory == "none" and config.novelty_reward != 0:
         raise ValueError(
             f"novelty_reward={config.novelty_reward!r} needs an episodic memory, but memory='none'; "
             "set --memory dkm or km, or --novelty-reward 0"
         )
-    env_fns = [lambda: make_frame_env(config.env_id, frame_size=config.frame_size) for _ in range(config.num_envs)]
+    if config.memory == "none" and config.policy_input != "both":
+        raise ValueError(
+            f"--policy-input {config.policy_input} needs an episodic memory, but memory='none'; set --memory dkm or km"
+        )
+    unknown = sorted(set(config.readouts) - set(READOUTS))
+    if unknown:
+        raise ValueError(f"unknown read-outs {unknown}; choose from {list(READOUTS)}")
+    make = [lambda: make_env(config.env_id, config.frame_size, config.env_kwargs, config.imports) for _ in range(config.num_envs)]
     if config.memory == "none":
-        env_fns = [lambda fn=fn: _dict_frames(fn()) for fn in env_fns]
-    venv = SubprocVecEnv(env_fns) if config.vec_env == "subproc" else DummyVecEnv(env_fns)
+        make = [lambda fn=fn: agent_observations(fn()) for fn in make]
+    venv = SubprocVecEnv(make) if config.vec_env == "subproc" else DummyVecEnv(make)
     venv.seed(config.seed)
     venv = VecMonitor(venv)  # inside the memory wrapper: rollout/ep_rew_mean counts extrinsic rewards only
     if config.memory == "none":
         return venv
+    readouts = tuple(config.readouts)
+    if config.policy_input == "readouts" and "code" not in readouts:
+        readouts = ("code", *readouts)  # the observation's own code stands in for the pixels
     return VecEpisodicMemory(
         venv,
-        make_machine(config, device),
-        readouts=config.readouts,
+        make_machine(config, device, venv.observation_space) if machine is None else machine,
+        readouts=() if config.policy_input == "pixels" else readouts,
         attractor_steps=config.attractor_steps,
+        obs_key=_obs_key(config),
         device=device,
         novelty_reward=config.novelty_reward,
+        observation=config.policy_input != "readouts",
     )
 
 
@@ -200,7 +257,7 @@ def build_agent(config: AgentConfig, venv: VecEnv | None = None) -> BaseAlgorith
         )
         if config.replay_readouts == "float16":
             kwargs["replay_buffer_class"] = Float16ReadoutsReplayBuffer
-            kwargs["replay_buffer_kwargs"] = {"float16_keys": float16_readouts(config)}
+            kwargs["replay_buffer_kwargs"] = {"float16_keys": float16_readouts(venv.observation_space)}
     else:
         kwargs.update(n_steps=config.n_steps, ent_coef=config.ent_coef)
         if config.algo != "a2c":
@@ -218,10 +275,12 @@ def build_agent(config: AgentConfig, venv: VecEnv | None = None) -> BaseAlgorith
     )
 
 
-def float16_readouts(config: AgentConfig) -> tuple[str, ...]:
-    """The read-outs a float16 replay buffer compresses: the vectors (``retrieval``, ``memory``); the scalar
-    ``novelty`` stays float32 (2 bytes saved would not pay for its range: novelties reach thousands of nats)."""
-    return tuple(r for r in config.readouts if r != "novelty") if config.memory != "none" else ()
+def float16_readouts(observation_space: spaces.Space) -> tuple[str, ...]:
+    """The read-outs of an agent's observations a float16 replay buffer compresses: the vectors (``retrieval``,
+    ``memory``, ``code``); the scalar ``novelty`` stays float32 (2 bytes saved would not pay for its range:
+    novelties reach thousands of nats)."""
+    names = observation_space.spaces if isinstance(observation_space, spaces.Dict) else {}
+    return tuple(name for name in names if name in READOUTS and name != "novelty")
 
 
 def load_agent(path: str | Path, algo: str, venv: VecEnv, device: str | torch.device = "cpu") -> BaseAlgorithm:

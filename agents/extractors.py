@@ -20,7 +20,7 @@ from torch.nn import functional as F
 __all__ = ["MemoryFeaturesExtractor", "SmallImageCNN", "MemoryAttention", "symlog"]
 
 MEMORY_KEY = "memory"
-CODE_KEYS = ("retrieval",)  # read-outs in the machine's code space, of the machine's scale
+CODE_KEYS = ("retrieval", "code")  # read-outs in the machine's code space, of the machine's scale
 NOVELTY_KEY = "novelty"
 
 

@@ -23,10 +23,10 @@ import argparse
 
 import numpy as np
 import torch
-from episodic_memory.envs.dataset import FrameDataset
-from episodic_memory.train.evaluate import NOISES, corrupt
 
 from episodic_memory import DynamicKanervaMachine, load_machine
+from episodic_memory.envs.dataset import FrameDataset
+from episodic_memory.train.evaluate import NOISES, corrupt
 
 
 def coders_round_trip(model: DynamicKanervaMachine, x: torch.Tensor, steps: int) -> torch.Tensor:

@@ -33,12 +33,12 @@ from pathlib import Path
 import gymnasium
 import numpy as np
 import torch
-from episodic_memory.agents.builder import AgentConfig, make_machine
-from episodic_memory.envs.mazes import make_frame_env
 from minigrid.core.actions import Actions
 from tqdm import tqdm
 
 from episodic_memory import GenerativeMemory
+from episodic_memory.agents.builder import AgentConfig, make_machine
+from episodic_memory.envs.mazes import make_frame_env
 from episodic_memory.wrappers import EpisodicMemoryWrapper
 
 TURN_ROUND = [Actions.left, Actions.left]

@@ -34,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from episodic_memory.train.train_agent import TrainAgentConfig, evaluate_agent, train_agent
 from matplotlib.figure import Figure
 from tqdm import tqdm
+
+from episodic_memory.train.train_agent import TrainAgentConfig, evaluate_agent, train_agent
 
 METHODS = {  # name -> (algo, memory, novelty reward coefficient)
     "ppo": ("ppo", "none", 0.0),

@@ -41,12 +41,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from episodic_memory.agents.builder import AgentConfig, make_machine
-from episodic_memory.envs.mazes import make_frame_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 from tqdm import tqdm
 
 from episodic_memory import GenerativeMemory
+from episodic_memory.agents.builder import AgentConfig, make_machine
+from episodic_memory.envs.mazes import make_frame_env
 from episodic_memory.memory import addressing_factor
 from episodic_memory.vec_env import VecEpisodicMemory
 

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import torch
+
 from episodic_memory.train.pretrain import PretrainConfig, build_model, resolve_device
 
 

@@ -19,10 +19,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from episodic_memory.agents.builder import AgentConfig, make_machine
-from episodic_memory.envs.mazes import make_frame_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
+from episodic_memory.agents.builder import AgentConfig, make_machine
+from episodic_memory.envs.mazes import make_frame_env
 from episodic_memory.vec_env import VecEpisodicMemory
 from episodic_memory.wrappers import EpisodicMemoryWrapper
 

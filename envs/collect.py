@@ -34,6 +34,10 @@ from typing import TYPE_CHECKING, Any
 import gymnasium
 import numpy as np
 import torch
+from minigrid.core.actions import Actions
+from minigrid.core.world_object import Door
+from tqdm import tqdm
+
 from episodic_memory.envs.mazes import DEFAULT_MAZES, VIEWS, layout_id, make_frame_env
 from episodic_memory.envs.shards import (
     FORMAT_VERSION,
@@ -45,9 +49,6 @@ from episodic_memory.envs.shards import (
     write_json_atomic,
     write_shard,
 )
-from minigrid.core.actions import Actions
-from minigrid.core.world_object import Door
-from tqdm import tqdm
 
 if TYPE_CHECKING:
     from stable_baselines3 import PPO

@@ -26,6 +26,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+
 from episodic_memory.envs.shards import COLLECT_HINT, load_shard, read_manifest
 
 __all__ = ["SPLITS", "FrameDataset", "is_test_layout", "parse_mode"]

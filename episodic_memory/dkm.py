@@ -11,6 +11,7 @@ A deterministic encoder ``e(x) -> z`` and a decoder ``d(z) -> p(x | z)`` around 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,6 +43,12 @@ class DynamicKanervaMachine(GenerativeMemory):
     :param obs_noise_std: σξ of the memory's read noise.
     :param w_prior_std: σw0 of ``p(w)``.
     :param w_std_init: initial σw of ``q(w)`` (learned).
+    :param normalise_codes: layer-normalise the encoder's output (zero mean, unit variance over the C
+        entries, no parameters), so codes have norm √C, the scale of the prior's rows R0 and of σξ = 1:
+        what makes a fresh (untrained) machine's read-outs informative (see :meth:`for_space`).
+    :param observation_encoding: how observations of a Gymnasium space become this machine's frames
+        (:meth:`~episodic_memory.observations.ObservationEncoding.to_config`), set by :meth:`for_space`
+        and by pretraining on collected observations; None for machines that read frames only.
 
     Example::
 
@@ -66,6 +73,8 @@ class DynamicKanervaMachine(GenerativeMemory):
         obs_noise_std: float = 1.0,
         w_prior_std: float = 1.0,
         w_std_init: float = 0.3,
+        normalise_codes: bool = False,
+        observation_encoding: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not (isinstance(w_std_init, (int, float)) and w_std_init > 0):
@@ -83,7 +92,10 @@ class DynamicKanervaMachine(GenerativeMemory):
             "obs_noise_std": obs_noise_std,
             "w_prior_std": w_prior_std,
             "w_std_init": w_std_init,
+            "normalise_codes": bool(normalise_codes),
+            "observation_encoding": observation_encoding,
         }
+        self._set_observation_encoding(observation_encoding)
         self.memory = KanervaMemory(num_slots, code_size, obs_noise_std=obs_noise_std, w_prior_std=w_prior_std)
         self.likelihood = make_likelihood(likelihood)
         self.encoder, self.decoder = build_coders(self.input_spec, code_size, code_size, hidden_channels, hidden_size)
@@ -101,7 +113,8 @@ class DynamicKanervaMachine(GenerativeMemory):
         return self.decoder(z.flatten(0, 1))
 
     def _encode_frames(self, frames: torch.Tensor, B: int, T: int) -> torch.Tensor:
-        return self.encoder(frames).view(B, T, self.code_size)  # [B*T, ...] -> [B, T, C]
+        z = self.encoder(frames).view(B, T, self.code_size)  # [B*T, ...] -> [B, T, C]
+        return self._normalised(z)
 
     # ----------------------------------------------------------------------------------------
     # Memory

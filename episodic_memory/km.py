@@ -15,6 +15,7 @@ encoder features ``e(x)``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +79,9 @@ class KanervaMachine(GenerativeMemory):
     :param y_input_noise_std: std of the Gaussian noise added to ``e(x)`` before ``q(y | x)`` in
         training mode only (App. C: it limits the information in the addresses).
     :param obs_noise_std: σ of ``p(z | y, M) = N(wᵀM, σ² I)`` (eq. 6), also the memory's write noise.
+    :param normalise_codes: layer-normalise the mean of ``q(z | x)`` (the codes written and read out), as
+        :class:`~episodic_memory.dkm.DynamicKanervaMachine` does; our choice, not the paper's.
+    :param observation_encoding: as for :class:`~episodic_memory.dkm.DynamicKanervaMachine`.
 
     Example::
 
@@ -104,6 +108,8 @@ class KanervaMachine(GenerativeMemory):
         hidden_size: int = 256,
         y_input_noise_std: float = 0.2,
         obs_noise_std: float = 1.0,
+        normalise_codes: bool = False,
+        observation_encoding: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         y_size = code_size if y_size is None else y_size
@@ -126,7 +132,10 @@ class KanervaMachine(GenerativeMemory):
             "hidden_size": hidden_size,
             "y_input_noise_std": y_input_noise_std,
             "obs_noise_std": obs_noise_std,
+            "normalise_codes": bool(normalise_codes),
+            "observation_encoding": observation_encoding,
         }
+        self._set_observation_encoding(observation_encoding)
         self.y_input_noise_std = float(y_input_noise_std)
         self.memory = KanervaMemory(num_slots, code_size, obs_noise_std=obs_noise_std)
         self.likelihood = make_likelihood(likelihood)
@@ -143,17 +152,17 @@ class KanervaMachine(GenerativeMemory):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of ``q(z | x)``: episodes ``[B, T, *input_shape]`` -> codes ``[B, T, C]``."""
         features = self._features(self._frames_in(x), *x.shape[:2])
-        return _diagonal_normal(self.q_z_write(features))[0]
+        return self._q_z(features)[0]
 
     def address_weights(self, x: torch.Tensor) -> torch.Tensor:
         """``w = A f(ȳ)`` with ``ȳ`` the mean of ``q(y | x)`` (eq. 5): ``[B, T, *input_shape] -> [B, T, K]``."""
         features = self._features(self._frames_in(x), *x.shape[:2])
         return self._weights(self._q_y(features, noisy=False)[0])
 
-    def encode_and_address(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_and_address(self, x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`encode` and :meth:`address_weights` from one pass of the encoder: ``([B, T, C], [B, T, K])``."""
-        features = self._features(self._frames_in(x), *x.shape[:2])
-        return _diagonal_normal(self.q_z_write(features))[0], self._weights(self._q_y(features, noisy=False)[0])
+        features = self._features(self._frames_in(x, name), *x.shape[:2])
+        return self._q_z(features)[0], self._weights(self._q_y(features, noisy=False)[0])
 
     def _features(self, frames: torch.Tensor, B: int, T: int) -> torch.Tensor:
         """``e(x)``: model frames ``[B*T, *model_shape]`` -> features ``[B, T, 2C]``."""
@@ -162,6 +171,11 @@ class KanervaMachine(GenerativeMemory):
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         """Codes ``[B, T, C]`` -> likelihood parameters ``[B*T, *model_shape]``."""
         return self.decoder(z.flatten(0, 1))
+
+    def _q_z(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q(z | x)`` (eq. 8) from features ``[B, T, 2C]``: mean (normalised with ``normalise_codes``) and std ``[B, T, C]``."""
+        mean, std = _diagonal_normal(self.q_z_write(features))
+        return self._normalised(mean), std
 
     def _q_y(self, features: torch.Tensor, noisy: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``q(y | x)`` from features ``[B, T, 2C]``: mean and std ``[B, T, Y]``; ``noisy`` adds the App. C input noise."""
@@ -207,7 +221,7 @@ class KanervaMachine(GenerativeMemory):
     def _write(self, features: torch.Tensor) -> MemoryState:
         """Writing inference from features ``[B, T, 2C]`` (eq. 8-11)."""
         mean_y, std_y = self._q_y(features, noisy=self.training)
-        mean_z, std_z = _diagonal_normal(self.q_z_write(features))
+        mean_z, std_z = self._q_z(features)
         y, z = mean_y, mean_z
         if self.training:
             y = mean_y + std_y * torch.randn_like(mean_y)  # y_t ~ q(y | x_t), eq. 8

@@ -10,16 +10,21 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import gymnasium
+import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from episodic_memory.likelihoods import BernoulliLikelihood, DiscretisedLogisticLikelihood, Likelihood
 from episodic_memory.memory import KanervaMemory, MemoryState
+from episodic_memory.observations import ObservationEncoding
 from episodic_memory.preprocessing import InputSpec
 
 __all__ = ["GenerativeMemory", "MemoryMachine", "load_machine", "read_checkpoint_header", "stop_at_convergence", "FORMAT_VERSION"]
@@ -191,6 +196,106 @@ class GenerativeMemory(MemoryMachine, abstract=True):
     """
 
     likelihood: Likelihood
+    observation_encoding: ObservationEncoding | None
+
+    @classmethod
+    def for_space(
+        cls,
+        space: gymnasium.Space,
+        *,
+        obs_key: str | Sequence[str] | None = None,
+        code_size: int = 100,
+        num_slots: int = 32,
+        likelihood: str | None = None,
+        max_side: int = 32,
+        **options: Any,
+    ) -> GenerativeMemory:
+        """A fresh machine that reads observations of ``space`` as they are (the wrappers take it as it is).
+
+        - **Inputs** (:mod:`episodic_memory.observations`): images as images, with convolutional coders
+          (``hidden_channels=16`` unless given) at a reduced size: sides divided by the smallest integer
+          that brings the longer one to at most ``max_side`` pixels (56 x 56 MiniGrid views -> 28 x 28,
+          area-resized by the machine), which keeps the encoder cheap enough for every env step; everything
+          else one-hot encoded and flattened into a vector, with MLP coders.
+        - **Likelihood** (None picks one): ``"logistic"`` for uint8 images, ``"bernoulli"`` for vectors in
+          ``[0, 1]`` (one-hot, binary, bounded integers), else ``"gaussian"``.
+        - **Codes** are layer-normalised (``normalise_codes=True``): a random encoder's codes have norm
+          about 0.5 against prior rows and a read noise σξ of order one, so writes hardly move the memory
+          and every observation looks equally novel; codes of norm √C are written and recognised.
+
+        A fresh machine is untrained: its encoder is a random projection (images: a random CNN), so its
+        read-outs tell observations apart and recognise repeats, but similar observations get similar codes
+        only as far as a random projection keeps them. Pretrain one (``episodic-memory collect`` and
+        ``pretrain``) for codes that generalise.
+
+        :param space: the environment's observation space.
+        :param obs_key: for Dict spaces, the key (or keys) to read; None reads every non-Text key.
+        :param options: further constructor options (``hidden_size``, ``obs_noise_std``, ...).
+        :raises ValueError: a space or key the memory cannot read, or a ``likelihood`` that cannot model
+            its values (e.g. ``"bernoulli"`` for values outside [0, 1]); the message names the space.
+        """
+        encoding = ObservationEncoding.for_space(space, obs_key)
+        low, high = encoding.value_range
+        if likelihood is None:
+            if encoding.image:
+                likelihood = "logistic" if encoding.read_space.dtype == np.uint8 else "gaussian"
+            else:
+                likelihood = "bernoulli" if 0.0 <= low and high <= 1.0 else "gaussian"
+        if not isinstance(max_side, int) or max_side < 1:
+            raise ValueError(f"max_side must be a positive int, got {max_side!r}")
+        input_shape, channel_order = encoding.frame_shape, "auto"
+        if encoding.image:
+            spec = InputSpec.from_shape(encoding.frame_shape)
+            C, H, W = spec.model_shape
+            factor = math.ceil(max(H, W) / max_side)
+            size = (max(H // factor, 1), max(W // factor, 1))
+            input_shape, channel_order = ((*size, C), "hwc") if spec.channels_last else ((C, *size), "chw")
+            options.setdefault("hidden_channels", 16)
+        options.setdefault("normalise_codes", True)
+        machine = cls(
+            input_shape,
+            code_size,
+            num_slots,
+            likelihood,
+            channel_order=channel_order,
+            observation_encoding=encoding.to_config(),
+            **options,
+        )
+        problem = machine.cannot_read(encoding)
+        if problem is not None:
+            raise ValueError(f"{cls.__name__}.for_space({space}): {problem}")
+        return machine
+
+    def cannot_read(self, encoding: ObservationEncoding) -> str | None:
+        """Why this machine cannot read observations encoded by ``encoding`` (None when it can).
+
+        The frames must fit the machine's input (:meth:`InputSpec.mismatch`), a machine built for
+        a space must be given that space's observations, and a Bernoulli or discretised logistic
+        likelihood needs values in [0, 1] (uint8 images are scaled to it).
+        """
+        if self.observation_encoding is not None and not self.observation_encoding.same_observations(encoding):
+            return (
+                f"the machine was built for observations {self.observation_encoding.description} "
+                f"(keys {self.observation_encoding.keys}), the environment gives {encoding.description} (keys {encoding.keys})"
+            )
+        problem = self.input_spec.mismatch(encoding.frame_shape)
+        if problem is not None:
+            return problem
+        low, high = encoding.value_range
+        if isinstance(self.likelihood, (BernoulliLikelihood, DiscretisedLogisticLikelihood)) and (low < 0.0 or high > 1.0):
+            name = self.config.get("likelihood", type(self.likelihood).__name__)
+            return (
+                f"its {name!r} likelihood models values in [0, 1], the observations range over [{low:g}, {high:g}]; "
+                f"build the machine with {type(self).__name__}.for_space(env.observation_space) or likelihood='gaussian'"
+            )
+        return None
+
+    def _set_observation_encoding(self, config: dict[str, Any] | None) -> None:
+        self.observation_encoding = None if config is None else ObservationEncoding.from_config(config)
+
+    def _normalised(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes ``[..., C]``, layer-normalised when the machine's ``normalise_codes`` is on."""
+        return F.layer_norm(z, z.shape[-1:]) if self.config.get("normalise_codes") else z
 
     def write(self, x: torch.Tensor) -> MemoryState:
         """Write episodes ``x [B, T, *input_shape]`` into fresh memories; returns their posterior."""
@@ -201,11 +306,11 @@ class GenerativeMemory(MemoryMachine, abstract=True):
         ``[B*T, *model_shape]``, and the energy of those frames ``[B, T]``."""
         raise NotImplementedError
 
-    def encode_and_address(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def encode_and_address(self, x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, torch.Tensor | None]:
         """Codes ``[B, T, C]`` of episodes ``x [B, T, *input_shape]``, and their addressing weights ``[B, T, K]``
         where they do not depend on the memory (the KM's learned addresses); None where they are
-        solved against the memory (the DKM's dynamic addressing, eq. 6)."""
-        return self.encode(x), None
+        solved against the memory (the DKM's dynamic addressing, eq. 6). ``name`` names ``x`` in errors."""
+        return self._encode_frames(self._frames_in(x, name), *x.shape[:2]), None
 
     def reconstruct(self, state: MemoryState, x: torch.Tensor) -> torch.Tensor:
         """Mean of the predictive distribution ``p(x̂ | x, M)`` (DKM eq. 13): ``[B, T, *input_shape]`` floats."""

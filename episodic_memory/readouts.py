@@ -14,7 +14,9 @@ one code). Read-outs:
   eq. 5 at its minimum ``μw``: ``½|z − μwᵀR|²/σξ² + ½|μw|²/σw0²`` (the negative log joint of
   ``(z, μw)`` under the linear Gaussian memory, up to a constant): small for codes the memory
   already holds, large for new ones;
-- ``memory [B, K, C]``: the posterior mean R, a fixed-size summary of the episode before this step.
+- ``memory [B, K, C]``: the posterior mean R, a fixed-size summary of the episode before this step;
+- ``code [B, C]``: the observation's own code ``z = e(x)``, what a policy can run on instead of
+  pixels (the encoder runs once per observation for the read-outs and the write).
 
 How a code is addressed follows the machine. A DKM solves its weights against the memory
 (eq. 6), as above. A KM uses its own learned addresses ``w = A f(ȳ)`` (KM eq. 5, ``ȳ`` the mean
@@ -58,10 +60,13 @@ from episodic_memory.machine import GenerativeMemory, load_machine
 from episodic_memory.memory import KanervaMemory
 from episodic_memory.online import OnlineMemory, StepReadout
 
-__all__ = ["READOUTS", "Readout", "EpisodicMemoryCore", "check_novelty_reward", "resolve_machine"]
+__all__ = ["DEFAULT_READOUTS", "READOUTS", "Readout", "EpisodicMemoryCore", "check_novelty_reward", "resolve_machine"]
 
-Readout = Literal["retrieval", "novelty", "memory"]
-READOUTS: tuple[Readout, ...] = ("retrieval", "novelty", "memory")
+Readout = Literal["retrieval", "novelty", "memory", "code"]
+READOUTS: tuple[Readout, ...] = ("retrieval", "novelty", "memory", "code")
+"""Every read-out :meth:`EpisodicMemoryCore.step` can return."""
+DEFAULT_READOUTS: tuple[Readout, ...] = ("retrieval", "novelty", "memory")
+"""The read-outs the wrappers add unless told otherwise."""
 
 
 def resolve_machine(machine: GenerativeMemory | str | os.PathLike[str], device: str | torch.device = "cpu") -> GenerativeMemory:
@@ -111,7 +116,8 @@ class EpisodicMemoryCore:
 
     :param machine: the generative memory whose encoder and memory prior are used.
     :param batch_size: B, the number of environments.
-    :param readouts: which read-outs :meth:`step` returns (a subset of :data:`READOUTS`).
+    :param readouts: which read-outs :meth:`step` returns (a subset of :data:`READOUTS`; empty: none, the
+        memory still runs, e.g. for the exploration bonus).
     :param attractor_steps: code-space attractor iterations of the ``retrieval`` read-out.
     :param novelty_reward: ``c >= 0``, the weight of the exploration bonus ``c · n_t / n⁰_t`` that
         :meth:`step` leaves in :attr:`last_bonus` (module docstring); 0 turns it off.
@@ -121,12 +127,14 @@ class EpisodicMemoryCore:
         self,
         machine: GenerativeMemory,
         batch_size: int,
-        readouts: Sequence[Readout] = READOUTS,
+        readouts: Sequence[Readout] = DEFAULT_READOUTS,
         attractor_steps: int = 5,
         novelty_reward: float = 0.0,
     ) -> None:
+        if isinstance(readouts, str):
+            raise ValueError(f"readouts must be a sequence of names from {list(READOUTS)}, not one string: {readouts!r}")
         unknown = sorted(set(readouts) - set(READOUTS))
-        if unknown or not readouts or len(set(readouts)) != len(readouts):
+        if unknown or len(set(readouts)) != len(readouts):
             raise ValueError(f"readouts must be distinct names from {list(READOUTS)}, got {list(readouts)!r}")
         if not isinstance(attractor_steps, int) or attractor_steps < 1:
             raise ValueError(f"attractor_steps must be a positive int, got {attractor_steps!r}")
@@ -149,7 +157,7 @@ class EpisodicMemoryCore:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape of each selected read-out for one environment."""
         K, C = self.online.num_slots, self.online.code_size
-        every = {"retrieval": (C,), "novelty": (1,), "memory": (K, C)}
+        every = {"retrieval": (C,), "novelty": (1,), "memory": (K, C), "code": (C,)}
         return {name: every[name] for name in self.readouts}
 
     def retrieval_error(self) -> float:
@@ -161,7 +169,7 @@ class EpisodicMemoryCore:
 
     @torch.no_grad()
     def encode(self, observations: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Codes ``[B, C]`` of observations ``[B, *input_shape]`` (checked by the machine: shape, NaN/inf)."""
+        """Codes ``[B, C]`` of frames ``[B, *input_shape]`` (checked by the machine: shape, NaN/inf)."""
         return self._encode_and_address(observations)[0]
 
     def _encode_and_address(self, observations: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -169,7 +177,8 @@ class EpisodicMemoryCore:
         x = torch.as_tensor(np.asarray(observations) if not isinstance(observations, torch.Tensor) else observations)
         if x.dtype.is_floating_point and not bool(torch.isfinite(x).all()):
             raise ValueError("observations hold NaN or inf values")
-        z, w = self.machine.encode_and_address(x.to(self.machine.device)[:, None])  # [B, 1, ...] -> [B, 1, C], [B, 1, K]
+        x = x.to(self.machine.device)[:, None]  # [B, 1, ...]: one frame per memory
+        z, w = self.machine.encode_and_address(x, "observations")  # [B, 1, C], [B, 1, K] or None
         return z[:, 0], None if w is None else w[:, 0]
 
     @torch.no_grad()
@@ -194,6 +203,8 @@ class EpisodicMemoryCore:
         self.last_code, self.last_retrieval = z, readout.retrieval
         if "retrieval" in self.readouts:
             out["retrieval"] = readout.retrieval
+        if "code" in self.readouts:
+            out["code"] = z
         novelty = _novelty(self.machine.memory, z, readout, learned_addresses=w is not None)  # [B]
         out["novelty"] = novelty[:, None]  # [B, 1]
         if self._prior is not None:

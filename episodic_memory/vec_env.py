@@ -29,8 +29,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from episodic_memory.machine import GenerativeMemory
-from episodic_memory.readouts import READOUTS, EpisodicMemoryCore, Readout, resolve_machine
-from episodic_memory.wrappers import frames_of, memory_observation_space, with_readouts
+from episodic_memory.readouts import DEFAULT_READOUTS, EpisodicMemoryCore, Readout, resolve_machine
+from episodic_memory.wrappers import batch_of_one, memory_observation_space
 
 __all__ = ["VecEpisodicMemory"]
 
@@ -51,33 +51,38 @@ class VecEpisodicMemory(VecEnvWrapper):
         self,
         venv: VecEnv,
         machine: GenerativeMemory | str | os.PathLike[str],
-        readouts: Sequence[Readout] = READOUTS,
+        readouts: Sequence[Readout] = DEFAULT_READOUTS,
         attractor_steps: int = 5,
-        obs_key: str | None = None,
+        obs_key: str | Sequence[str] | None = None,
         device: str | torch.device = "cpu",
         novelty_reward: float = 0.0,
+        observation: bool = True,
     ) -> None:
         self.core = EpisodicMemoryCore(resolve_machine(machine, device), venv.num_envs, readouts, attractor_steps, novelty_reward)
         self.obs_key = obs_key
         self.last_step_seconds = 0.0  # wall time of the latest batched memory step
-        observation_space, _ = memory_observation_space(venv.observation_space, self.core, obs_key)
+        observation_space, self.layout = memory_observation_space(venv.observation_space, self.core, obs_key, observation)
         super().__init__(venv, observation_space=observation_space)
 
     def reset(self) -> VecEnvObs:
         obs = self.venv.reset()
         self.core.reset()
-        return self._observe(obs, write=True)
+        return self.layout.wrap(obs, self.core.step(self.layout.frames(obs, self.num_envs)))
 
     def step_wait(self) -> VecEnvStepReturn:
         obs, rewards, dones, infos = self.venv.step_wait()
         start = time.perf_counter()
         done = np.asarray(dones, dtype=bool)
-        self._check_finite(obs, infos, done)  # before any memory changes: a bad frame must leave every memory as it was
+        # every frame is read and checked before any memory changes: a bad one must leave every memory as it was
+        frames = self.layout.frames(obs, self.num_envs)
+        finished = [i for i in np.flatnonzero(done) if "terminal_observation" in infos[i]]
+        terminal = {i: self.layout.frames(batch_of_one(infos[i]["terminal_observation"]), 1)[0] for i in finished}
+        self._check_finite(frames, terminal)
         terminal_bonus = np.zeros(self.num_envs, np.float32)  # of finished sub-environments' last observations
         if done.any():
-            terminal_bonus = self._transform_terminal_observations(obs, done, infos)
+            terminal_bonus = self._transform_terminal_observations(frames, terminal, infos)
             self.core.reset(done)
-        augmented = self._observe(obs, write=True)
+        augmented = self.layout.wrap(obs, self.core.step(frames))
         # the bonus of the observation each step led to: the new one, or the terminal one of a finished episode
         bonus = np.where(done, terminal_bonus, self.core.last_bonus).astype(rewards.dtype)  # [num_envs]
         for i, info in enumerate(infos):
@@ -87,40 +92,34 @@ class VecEpisodicMemory(VecEnvWrapper):
         self.last_step_seconds = time.perf_counter() - start
         return augmented, rewards, dones, infos
 
-    def _check_finite(self, obs: VecEnvObs, infos: list[dict[str, Any]], done: np.ndarray) -> None:
+    def _check_finite(self, frames: np.ndarray, terminal: dict[int, np.ndarray]) -> None:
         """Raise ``ValueError`` naming the sub-environments whose new or terminal frames hold NaN or inf."""
-        frames = frames_of(obs, self.obs_key)
         if not np.issubdtype(frames.dtype, np.floating):
             return
         bad = [f"{i}" for i in range(self.num_envs) if not np.isfinite(frames[i]).all()]
-        bad += [
-            f"{i} (terminal observation)"
-            for i in np.flatnonzero(done)
-            if "terminal_observation" in infos[i]
-            and not np.isfinite(frames_of(infos[i]["terminal_observation"], self.obs_key)).all()
-        ]
+        bad += [f"{i} (terminal observation)" for i, frame in terminal.items() if not np.isfinite(frame).all()]
         if bad:
             raise ValueError(f"observations of sub-environment(s) {', '.join(bad)} hold NaN or inf; no memory was changed")
 
-    def _observe(self, obs: VecEnvObs, write: bool) -> dict[str, np.ndarray]:
-        return with_readouts(obs, self.core.step(frames_of(obs, self.obs_key), write=write), self.obs_key)
-
-    def _transform_terminal_observations(self, obs: VecEnvObs, done: np.ndarray, infos: list[dict[str, Any]]) -> np.ndarray:
+    def _transform_terminal_observations(
+        self, frames: np.ndarray, terminal: dict[int, np.ndarray], infos: list[dict[str, Any]]
+    ) -> np.ndarray:
         """Replace each finished sub-environment's ``terminal_observation`` by its wrapped form, read from its old memory.
 
-        Returns the exploration bonus ``[num_envs]`` of those terminal observations (0 elsewhere,
-        and for a finished sub-environment that reports no terminal observation).
+        :param frames: the frames of the new observations ``[num_envs, *frame_shape]``.
+        :param terminal: the frames of the terminal observations, by sub-environment.
+        :return: the exploration bonus ``[num_envs]`` of those terminal observations (0 elsewhere,
+            and for a finished sub-environment that reports no terminal observation).
         """
         bonus = np.zeros(self.num_envs, np.float32)
-        finished = [i for i in np.flatnonzero(done) if "terminal_observation" in infos[i]]
-        if not finished:
+        if not terminal:
             return bonus
-        frames = frames_of(obs, self.obs_key).copy()  # rows of unfinished sub-environments are read and discarded
-        for i in finished:
-            frames[i] = frames_of(infos[i]["terminal_observation"], self.obs_key)
+        frames = frames.copy()  # rows of unfinished sub-environments are read and discarded
+        for i, frame in terminal.items():
+            frames[i] = frame
         readouts = self.core.step(frames, write=False)
-        for i in finished:
+        for i in terminal:
             readouts_i = {name: value[i] for name, value in readouts.items()}
-            infos[i]["terminal_observation"] = with_readouts(infos[i]["terminal_observation"], readouts_i, self.obs_key)
+            infos[i]["terminal_observation"] = self.layout.wrap(infos[i]["terminal_observation"], readouts_i)
             bonus[i] = self.core.last_bonus[i]
         return bonus

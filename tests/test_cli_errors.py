@@ -21,15 +21,15 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from episodic_memory import DynamicKanervaMachine, KanervaMachine, MemoryMachine, VariationalAutoencoder
 from episodic_memory.envs.collect import CollectConfig, collect
 from episodic_memory.envs.dataset import FrameDataset
 from episodic_memory.train.cli import main
 from episodic_memory.train.pretrain import PretrainConfig, latest_checkpoint, pretrain
 from episodic_memory.train.tracking import RunLogger
-from gymnasium import spaces
-from stable_baselines3.common.vec_env import DummyVecEnv
-
-from episodic_memory import DynamicKanervaMachine, KanervaMachine, MemoryMachine, VariationalAutoencoder
 from episodic_memory.vec_env import VecEpisodicMemory
 from episodic_memory.wrappers import EpisodicMemoryWrapper
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import pytest
+
 from episodic_memory.train.config import add_config_arguments, config_from_args, field
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from episodic_memory.train.cli import main
 from episodic_memory.train.demo import PRETRAIN_MAZES, SCALES, SUMMARY, DemoConfig, make_plan, run_demo
 

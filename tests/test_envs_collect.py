@@ -9,10 +9,11 @@ from pathlib import Path
 import gymnasium
 import numpy as np
 import pytest
-from episodic_memory.envs import CollectConfig, FrameDataset, collect, make_frame_env, random_maze_id
-from episodic_memory.envs.collect import _walk
 from minigrid.core.actions import Actions
 from minigrid.core.world_object import Door
+
+from episodic_memory.envs import CollectConfig, FrameDataset, collect, make_frame_env, random_maze_id
+from episodic_memory.envs.collect import _walk
 
 SEED = 0
 ENVS = (random_maze_id(9), "MiniGrid-MemoryS7-v0")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from episodic_memory.envs import CollectConfig, FrameDataset, collect, random_maze_id
 from episodic_memory.envs.dataset import is_test_layout, parse_mode
 

@@ -8,6 +8,9 @@ from collections import deque
 import gymnasium
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env
+from minigrid.core.world_object import Goal
+
 from episodic_memory.envs import (
     DEFAULT_MAZES,
     FrameObservation,
@@ -18,8 +21,6 @@ from episodic_memory.envs import (
     register_envs,
 )
 from episodic_memory.envs.mazes import RANDOM_MAZE_SIZES
-from gymnasium.utils.env_checker import check_env
-from minigrid.core.world_object import Goal
 
 SEED = 0
 

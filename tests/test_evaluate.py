@@ -10,6 +10,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from episodic_memory import DynamicKanervaMachine
 from episodic_memory.train.evaluate import (
     EvaluationConfig,
     capacity_curve,
@@ -18,8 +20,6 @@ from episodic_memory.train.evaluate import (
     evaluate_models,
     sample_and_refine,
 )
-
-from episodic_memory import DynamicKanervaMachine
 from episodic_memory.vae import VariationalAutoencoder
 
 SEED = 0

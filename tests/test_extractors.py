@@ -6,15 +6,15 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
-from episodic_memory.agents.builder import AgentConfig, build_agent, load_agent
-from episodic_memory.agents.extractors import MemoryAttention, MemoryFeaturesExtractor, SmallImageCNN
-from episodic_memory.envs.mazes import make_frame_env
 from gymnasium import spaces
 from sb3_contrib import RecurrentPPO
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from episodic_memory import DynamicKanervaMachine
+from episodic_memory.agents.builder import AgentConfig, build_agent, load_agent
+from episodic_memory.agents.extractors import MemoryAttention, MemoryFeaturesExtractor, SmallImageCNN
+from episodic_memory.envs.mazes import make_frame_env
 from episodic_memory.vec_env import VecEpisodicMemory
 
 FRAME = 16
@@ -158,8 +158,9 @@ def test_needs_a_dict_space():
 def test_memory_metrics_reach_the_sb3_logger(dkm, tmp_path):
     import csv
 
-    from episodic_memory.agents.callbacks import MemoryMetricsCallback
     from stable_baselines3.common.logger import configure
+
+    from episodic_memory.agents.callbacks import MemoryMetricsCallback
 
     model = PPO("MultiInputPolicy", memory_venv(dkm), policy_kwargs=POLICY_KWARGS, n_steps=8, batch_size=16, seed=0, device="cpu")
     model.set_logger(configure(str(tmp_path), ["csv"]))

@@ -1,4 +1,4 @@
-"""The installed package owns one top-level name, ``episodic_memory``: a user's own ``envs/`` or ``agents/`` cannot shadow ours."""
+"""The installed package owns one top-level name, ``episodic_memory``: a user's own ``envs/`` cannot shadow ours."""
 
 from __future__ import annotations
 

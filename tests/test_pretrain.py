@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from episodic_memory import MemoryMachine
 from episodic_memory.envs.collect import CollectConfig, collect
 from episodic_memory.train.cli import main
 from episodic_memory.train.pretrain import PretrainConfig, _seed_step, build_model, latest_checkpoint, pretrain
-
-from episodic_memory import MemoryMachine
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}

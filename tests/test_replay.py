@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from episodic_memory.agents.replay import Float16ReadoutsReplayBuffer, replay_buffer_nbytes
 from gymnasium import spaces
 from stable_baselines3.common.buffers import DictReplayBuffer
+
+from episodic_memory.agents.replay import Float16ReadoutsReplayBuffer, replay_buffer_nbytes
 
 K, C, N_ENVS, TRANSITIONS = 6, 12, 2, 40
 

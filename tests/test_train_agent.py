@@ -18,6 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import DummyVecEnv, unwrap_vec_wrapper
+
+from episodic_memory import DynamicKanervaMachine
 from episodic_memory.agents.builder import ALGORITHMS, make_agent_env
 from episodic_memory.envs.mazes import make_frame_env
 from episodic_memory.train.cli import main
@@ -31,10 +35,6 @@ from episodic_memory.train.train_agent import (
     run_episodes,
     train_agent,
 )
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import DummyVecEnv, unwrap_vec_wrapper
-
-from episodic_memory import DynamicKanervaMachine
 from episodic_memory.vec_env import VecEpisodicMemory
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from episodic_memory.envs.mazes import make_frame_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from episodic_memory import DynamicKanervaMachine
+from episodic_memory.envs.mazes import make_frame_env
 from episodic_memory.vec_env import VecEpisodicMemory
 
 FRAME = 16

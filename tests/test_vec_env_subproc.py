@@ -12,10 +12,10 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from episodic_memory.envs.mazes import make_frame_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from episodic_memory import DynamicKanervaMachine
+from episodic_memory.envs.mazes import make_frame_env
 from episodic_memory.vec_env import VecEpisodicMemory
 
 FRAME = 8

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+from episodic_memory import load_machine
 from episodic_memory.envs.collect import CollectConfig, collect
 from episodic_memory.envs.dataset import FrameDataset
 from episodic_memory.train.config import add_config_arguments, config_from_args
@@ -27,8 +29,6 @@ from episodic_memory.train.demo import DemoConfig, run_demo
 from episodic_memory.train.evaluate import EvaluationConfig, check_enough_layouts, evaluate_models
 from episodic_memory.train.pretrain import PretrainConfig, pretrain, resolve_device
 from episodic_memory.train.train_agent import EvaluateAgentConfig, TrainAgentConfig, evaluate_agent, train_agent
-
-from episodic_memory import load_machine
 
 __all__ = ["main"]
 

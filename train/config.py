@@ -1,7 +1,8 @@
 """Typed configs for the command-line tools: dataclass defaults, then a YAML file, then flags.
 
-Every field of a config dataclass becomes a flag ``--field-name`` whose help is the field's
-``metadata["help"]``. ``--config FILE.yaml`` sets fields from a YAML mapping (keys are field
+Every field of a config dataclass becomes a flag ``--field-name`` (plus any ``metadata["aliases"]``)
+whose help is the field's ``metadata["help"]``; a ``dict`` field takes a JSON object
+(``--env-kwargs '{"max_steps": 50}'``). ``--config FILE.yaml`` sets fields from a YAML mapping (keys are field
 names, with ``_`` or ``-``); flags given on the command line override the file.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import types
 import typing
 from pathlib import Path
@@ -48,6 +50,17 @@ def _base_type(annotation: Any) -> tuple[type, bool, bool]:
     return annotation, optional, False
 
 
+def _parse_json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        message = f"expected a JSON object such as '{{\"max_steps\": 50}}', got {text!r} ({error})"
+        raise argparse.ArgumentTypeError(message) from error
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"max_steps\": 50}}', got {text!r}")
+    return value
+
+
 def _parse_bool(text: str) -> bool:
     lowered = text.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -79,11 +92,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if element is bool:
             kwargs["type"] = _parse_bool
             kwargs["metavar"] = "{true,false}"
+        elif typing.get_origin(element) is dict or element is dict:
+            kwargs["type"] = _parse_json_object
+            kwargs["metavar"] = "JSON"
         else:
             kwargs["type"] = element
         if is_sequence:
             kwargs["nargs"] = "+"
-        parser.add_argument(_flag(f.name), **kwargs)
+        parser.add_argument(_flag(f.name), *f.metadata.get("aliases", ()), **kwargs)
 
 
 def load_yaml(path: Path, cls: type) -> dict[str, Any]:

@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+
+from episodic_memory import load_machine
 from episodic_memory.envs.collect import CollectConfig, collect
 from episodic_memory.envs.dataset import FrameDataset
 from episodic_memory.envs.shards import MANIFEST_NAME
@@ -47,8 +49,6 @@ from episodic_memory.train.config import field
 from episodic_memory.train.evaluate import EvaluationConfig, evaluate_models
 from episodic_memory.train.pretrain import PretrainConfig, pretrain, resolve_device
 from episodic_memory.train.train_agent import TrainAgentConfig, evaluate_agent, train_agent
-
-from episodic_memory import load_machine
 
 __all__ = ["SCALES", "DemoConfig", "DemoPlan", "Scale", "make_plan", "run_demo"]
 

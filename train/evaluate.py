@@ -30,15 +30,15 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from episodic_memory.envs.dataset import parse_mode
-from episodic_memory.train.figures import image_grid
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from episodic_memory.dkm import DynamicKanervaMachine
+from episodic_memory.envs.dataset import parse_mode
 from episodic_memory.machine import GenerativeMemory, MemoryMachine, stop_at_convergence
 from episodic_memory.memory import MemoryState
 from episodic_memory.preprocessing import InputSpec
+from episodic_memory.train.figures import image_grid
 
 __all__ = [
     "EpisodeSampler",

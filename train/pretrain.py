@@ -32,15 +32,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from episodic_memory import DynamicKanervaMachine, KanervaMachine, MemoryMachine, VariationalAutoencoder
 from episodic_memory.envs.dataset import FrameDataset, parse_mode
 from episodic_memory.train.config import field
 from episodic_memory.train.evaluate import EvaluationConfig, check_enough_layouts, evaluate_models, sample_and_refine
 from episodic_memory.train.figures import image_grid, training_figures
 from episodic_memory.train.tracking import RunLogger
-from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
-
-from episodic_memory import DynamicKanervaMachine, KanervaMachine, MemoryMachine, VariationalAutoencoder
 
 __all__ = ["PretrainConfig", "pretrain", "build_model", "latest_checkpoint", "resolve_device"]
 

@@ -34,6 +34,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_wrapper
+
+from episodic_memory import DynamicKanervaMachine, KanervaMachine, read_checkpoint_header
 from episodic_memory.agents.builder import (
     ALGORITHMS,
     OFF_POLICY,
@@ -48,13 +55,6 @@ from episodic_memory.agents.replay import replay_buffer_nbytes
 from episodic_memory.train.config import field
 from episodic_memory.train.pretrain import _StopRequest, resolve_device
 from episodic_memory.train.tracking import RunLogger
-from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
-from stable_baselines3.common.utils import set_random_seed
-from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_wrapper
-
-from episodic_memory import DynamicKanervaMachine, KanervaMachine, read_checkpoint_header
 from episodic_memory.vec_env import VecEpisodicMemory
 
 __all__ = [
@@ -418,7 +418,7 @@ class _Checkpoints(BaseCallback):
 
 def replay_buffer_summary(config: AgentConfig, venv: VecEnv) -> str:
     """One line on the replay buffer an off-policy agent on ``venv`` allocates: bytes per transition and in all."""
-    float16_keys = float16_readouts(config) if config.replay_readouts == "float16" else ()
+    float16_keys = float16_readouts(venv.observation_space) if config.replay_readouts == "float16" else ()
     per_transition, total = replay_buffer_nbytes(
         venv.observation_space, venv.action_space, config.buffer_size, venv.num_envs, float16_keys
     )
@@ -567,7 +567,13 @@ def load_agent_config(agent: str | Path, seed: int = 0) -> AgentConfig:
         raise ValueError(f"{str(config_path)!r} must hold a JSON object of the agent's options; {retrain}")
     try:
         config = AgentConfig(**{f.name: saved[f.name] for f in dataclasses.fields(AgentConfig) if f.name in saved})
-        config = dataclasses.replace(config, seed=seed, readouts=tuple(config.readouts))
+        config = dataclasses.replace(
+            config,
+            seed=seed,
+            readouts=tuple(config.readouts),
+            imports=tuple(config.imports),
+            obs_key=None if config.obs_key is None else tuple(config.obs_key),
+        )
         if config.algo not in ALGORITHMS:
             raise KeyError(config.algo)
     except (TypeError, KeyError) as error:

@@ -1,0 +1,100 @@
+"""Any registered Gymnasium environment, as the command line makes it for collection and agents.
+
+    env = make_env("CartPole-v1")                                   # its own observations, Box(4)
+    env = make_env("popgym-RepeatPreviousEasy-v0", imports=("popgym",))
+    env = make_env("popgym:popgym-CountRecallEasy-v0")              # Gymnasium imports the module itself
+    env = make_env("MiniGrid-MemoryS7-v0", frame_size=32)           # egocentric RGB frames uint8 [32, 32, 3]
+
+MiniGrid ids (and the ``EpisodicMemory-RandomMaze-*`` ids) keep the egocentric frames of
+:func:`~episodic_memory.envs.mazes.make_frame_env`; every other id keeps its own observations,
+except that observations Stable-Baselines3 policies cannot take are made into ones they can:
+``Tuple`` spaces (and Dicts holding a Tuple or a Dict) are flattened, one-hot, by Gymnasium's
+``FlattenObservation``. Text keys of a Dict stay; the memory wrappers (and, without memory,
+:func:`agent_observations`) leave them out.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium
+from gymnasium import spaces
+from minigrid.minigrid_env import MiniGridEnv
+
+from episodic_memory.envs.mazes import FrameObservation, register_envs
+from episodic_memory.observations import readable_keys
+
+__all__ = ["agent_observations", "import_modules", "make_env"]
+
+
+def import_modules(modules: Sequence[str]) -> None:
+    """Import each module (e.g. ``popgym``), which registers its Gymnasium ids.
+
+    :raises ValueError: a module that cannot be imported, with what to install.
+    """
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ValueError(
+                f"--import {module}: cannot import it ({error}); install the package that registers the env ids "
+                f"(e.g. `pip install {module.split('.')[0]}`)"
+            ) from error
+
+
+def _needs_flattening(space: gymnasium.Space) -> bool:
+    """Whether SB3 policies cannot take ``space``: a Tuple, or a Dict with a Tuple or Dict inside."""
+    if isinstance(space, spaces.Tuple):
+        return True
+    return isinstance(space, spaces.Dict) and any(isinstance(s, (spaces.Tuple, spaces.Dict)) for s in space.spaces.values())
+
+
+def make_env(
+    env_id: str,
+    frame_size: int = 32,
+    env_kwargs: dict[str, Any] | None = None,
+    imports: Sequence[str] = (),
+) -> gymnasium.Env:
+    """``gymnasium.make(env_id, **env_kwargs)`` as the commands use it (module docstring).
+
+    :param env_id: a registered id, or ``module:Id`` (Gymnasium imports ``module`` first).
+    :param frame_size: side of the egocentric frames of MiniGrid ids (other ids ignore it).
+    :param env_kwargs: keyword arguments of ``gymnasium.make``.
+    :param imports: modules to import first, for ids registered by third-party packages.
+    :raises ValueError: an id that is not registered (with the closest ones), a module that cannot be
+        imported, or keyword arguments the environment refuses.
+    """
+    import_modules(imports)
+    register_envs()
+    try:
+        env = gymnasium.make(env_id, **(env_kwargs or {}))
+    except (gymnasium.error.NameNotFound, gymnasium.error.NamespaceNotFound, gymnasium.error.VersionNotFound) as error:
+        close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"unknown env id {env_id!r}.{hint} Ids of third-party packages need their module imported first: "
+            "--import MODULE (e.g. --import popgym), or an id of the form module:Env-v0; "
+            "`python -c 'import gymnasium; gymnasium.pprint_registry()'` lists the registered ids."
+        ) from error
+    except ModuleNotFoundError as error:
+        raise ValueError(f"env id {env_id!r}: cannot import its module ({error})") from error
+    except TypeError as error:
+        raise ValueError(f"env id {env_id!r} refuses the keyword arguments {env_kwargs!r} ({error}); see --env-kwargs") from error
+    if isinstance(env.unwrapped, MiniGridEnv):
+        return FrameObservation(env, frame_size=frame_size)
+    if _needs_flattening(env.observation_space):
+        return gymnasium.wrappers.FlattenObservation(env)
+    return env
+
+
+def agent_observations(env: gymnasium.Env) -> gymnasium.Env:
+    """``env`` with Dict observations, as agents without a memory see them: ``{"observation": obs}``, or the
+    env's own Dict without its text keys (SB3's vectorised environments cannot hold strings)."""
+    space = env.observation_space
+    if isinstance(space, spaces.Dict):
+        keys = readable_keys(space)
+        return env if len(keys) == len(space.spaces) else gymnasium.wrappers.FilterObservation(env, list(keys))
+    return gymnasium.wrappers.TransformObservation(env, lambda obs: {"observation": obs}, spaces.Dict({"observation": space}))
