@@ -21,22 +21,35 @@ from typing import Any, Literal
 
 import gymnasium
 import torch
-from sb3_contrib import RecurrentPPO
-from stable_baselines3 import A2C, PPO
+from gymnasium import spaces
+from sb3_contrib import QRDQN, RecurrentPPO
+from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
 from episodic_memory import DynamicKanervaMachine, GenerativeMemory, KanervaMachine
 from episodic_memory.agents.extractors import MemoryFeaturesExtractor
+from episodic_memory.agents.replay import Float16ReadoutsReplayBuffer
 from episodic_memory.envs.gym_envs import agent_observations, make_env
 from episodic_memory.observations import ObservationEncoding
 from episodic_memory.readouts import DEFAULT_READOUTS, READOUTS, resolve_machine
 from episodic_memory.vec_env import VecEpisodicMemory
 
-__all__ = ["ALGORITHMS", "AgentConfig", "build_agent", "load_agent", "make_agent_env", "make_machine"]
+__all__ = [
+    "ALGORITHMS",
+    "OFF_POLICY",
+    "AgentConfig",
+    "build_agent",
+    "float16_readouts",
+    "load_agent",
+    "make_agent_env",
+    "make_machine",
+]
 
-ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "recurrent_ppo": RecurrentPPO}
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "recurrent_ppo": RecurrentPPO, "dqn": DQN, "qrdqn": QRDQN}
+OFF_POLICY = tuple(name for name, algo in ALGORITHMS.items() if issubclass(algo, OffPolicyAlgorithm))  # replay buffers
 
 
 @dataclass
@@ -58,8 +71,9 @@ class AgentConfig:
     obs_key: tuple[str, ...] | None = field(
         default=None, metadata={"help": "for Dict observations, the key(s) the memory reads (default: every non-text key)"}
     )
-    algo: Literal["ppo", "a2c", "recurrent_ppo"] = field(
-        default="ppo", metadata={"help": "SB3 algorithm (recurrent_ppo: the LSTM baseline)"}
+    algo: Literal["ppo", "a2c", "recurrent_ppo", "dqn", "qrdqn"] = field(
+        default="ppo",
+        metadata={"help": "SB3 algorithm (recurrent_ppo: the LSTM baseline; dqn, qrdqn: off-policy, with a replay buffer)"},
     )
     memory: Literal["none", "dkm", "km"] = field(
         default="dkm", metadata={"help": "episodic memory wrapper: none, or a DKM / KM memory"}
@@ -97,12 +111,39 @@ class AgentConfig:
     num_slots: int = field(default=32, metadata={"help": "memory rows of a fresh machine (ignored with --memory-checkpoint)"})
     num_envs: int = field(default=8, metadata={"help": "parallel environments"})
     vec_env: Literal["dummy", "subproc"] = field(default="dummy", metadata={"help": "DummyVecEnv (one process) or SubprocVecEnv"})
-    n_steps: int = field(default=128, metadata={"help": "rollout length per environment"})
-    batch_size: int = field(default=64, metadata={"help": "minibatch size (ppo, recurrent_ppo)"})
+    n_steps: int = field(default=128, metadata={"help": "rollout length per environment (ppo, a2c, recurrent_ppo)"})
+    batch_size: int = field(default=64, metadata={"help": "minibatch size (ppo, recurrent_ppo, dqn, qrdqn)"})
     learning_rate: float = field(default=3e-4, metadata={"help": "optimizer learning rate"})
-    ent_coef: float = field(default=0.01, metadata={"help": "entropy bonus"})
+    ent_coef: float = field(default=0.01, metadata={"help": "entropy bonus (ppo, a2c, recurrent_ppo)"})
     seed: int = field(default=0, metadata={"help": "random seed: same seed, same run on CPU"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "device of the policy and the memory"})
+    # Off-policy algorithms (dqn, qrdqn); the defaults are SB3's but for the buffer (SB3: 1M; see replay_readouts).
+    buffer_size: int = field(default=100_000, metadata={"help": "replay buffer transitions (dqn, qrdqn)"})
+    learning_starts: int = field(default=100, metadata={"help": "transitions collected before the first update (dqn, qrdqn)"})
+    train_freq: int = field(default=4, metadata={"help": "steps of the vectorised environment between updates (dqn, qrdqn)"})
+    target_update_interval: int = field(
+        default=10_000, metadata={"help": "environment steps between target network updates (dqn, qrdqn)"}
+    )
+    replay_readouts: Literal["full", "float16", "no-memory"] = field(
+        default="full",
+        metadata={
+            "help": "how the replay buffer (dqn, qrdqn) holds the memory read-outs, stored twice per transition: full "
+            "(float32; the K x C `memory` read-out alone is 25.6 kB a transition at K=32, C=100), float16 (half; sampled "
+            "back as float32), or no-memory: the agent's observation leaves out the `memory` read-out, so the policy sees "
+            "only `retrieval` and `novelty` (a different agent, not a compressed buffer)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        self.readouts = tuple(self.readouts)
+        if self.replay_readouts == "no-memory":  # the read-out is left out of the observation itself
+            kept = tuple(r for r in self.readouts if r != "memory")
+            if not kept and self.memory != "none":
+                raise ValueError(
+                    f"replay_readouts='no-memory' leaves none of readouts={self.readouts!r}; add retrieval or novelty to "
+                    "--readouts, or use --memory none"
+                )
+            self.readouts = kept
 
 
 def make_machine(
@@ -187,14 +228,40 @@ def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu", mach
 
 
 def build_agent(config: AgentConfig, venv: VecEnv | None = None) -> BaseAlgorithm:
-    """An SB3 model for ``config`` on ``venv`` (built by :func:`make_agent_env` when None)."""
+    """An SB3 model for ``config`` on ``venv`` (built by :func:`make_agent_env` when None).
+
+    Off-policy algorithms (:data:`OFF_POLICY`) get a replay buffer of ``buffer_size`` transitions;
+    with ``replay_readouts="float16"`` a :class:`~episodic_memory.agents.replay.Float16ReadoutsReplayBuffer`
+    that stores the vector read-outs (``retrieval``, ``memory``) as float16. ``replay_readouts`` other
+    than ``"full"`` is refused for on-policy algorithms, which keep no buffer.
+    """
+    if config.replay_readouts != "full" and config.algo not in OFF_POLICY:
+        raise ValueError(
+            f"replay_readouts={config.replay_readouts!r} shapes a replay buffer, but --algo {config.algo} keeps none "
+            f"(only {', '.join(OFF_POLICY)} do); leave --replay-readouts at full, or pass --readouts without memory"
+        )
+    if config.replay_readouts == "float16" and config.memory == "none":
+        raise ValueError("replay_readouts='float16' compresses memory read-outs, but memory='none' has none; use full")
     device = get_device(config.device)
     venv = make_agent_env(config, device) if venv is None else venv
     algo = ALGORITHMS[config.algo]
     policy = "MultiInputLstmPolicy" if config.algo == "recurrent_ppo" else "MultiInputPolicy"
-    kwargs: dict[str, Any] = {"n_steps": config.n_steps, "learning_rate": config.learning_rate, "ent_coef": config.ent_coef}
-    if config.algo != "a2c":
-        kwargs["batch_size"] = config.batch_size
+    kwargs: dict[str, Any] = {"learning_rate": config.learning_rate}
+    if config.algo in OFF_POLICY:
+        kwargs.update(
+            buffer_size=config.buffer_size,
+            learning_starts=config.learning_starts,
+            train_freq=config.train_freq,
+            target_update_interval=config.target_update_interval,
+            batch_size=config.batch_size,
+        )
+        if config.replay_readouts == "float16":
+            kwargs["replay_buffer_class"] = Float16ReadoutsReplayBuffer
+            kwargs["replay_buffer_kwargs"] = {"float16_keys": float16_readouts(venv.observation_space)}
+    else:
+        kwargs.update(n_steps=config.n_steps, ent_coef=config.ent_coef)
+        if config.algo != "a2c":
+            kwargs["batch_size"] = config.batch_size
     return algo(
         policy,
         venv,
@@ -206,6 +273,14 @@ def build_agent(config: AgentConfig, venv: VecEnv | None = None) -> BaseAlgorith
         device=device,
         **kwargs,
     )
+
+
+def float16_readouts(observation_space: spaces.Space) -> tuple[str, ...]:
+    """The read-outs of an agent's observations a float16 replay buffer compresses: the vectors (``retrieval``,
+    ``memory``, ``code``); the scalar ``novelty`` stays float32 (2 bytes saved would not pay for its range:
+    novelties reach thousands of nats)."""
+    names = observation_space.spaces if isinstance(observation_space, spaces.Dict) else {}
+    return tuple(name for name in names if name in READOUTS and name != "novelty")
 
 
 def load_agent(path: str | Path, algo: str, venv: VecEnv, device: str | torch.device = "cpu") -> BaseAlgorithm:

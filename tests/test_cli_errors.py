@@ -475,6 +475,54 @@ class TestTrainAgent:
                 re.escape(f"reads frames of shape (16, 16, 1), it cannot read the agent's frames of shape ({FRAME}, {FRAME}, 3)"),
             )
 
+    @pytest.fixture(scope="class")
+    def agent_run(self, tmp_path_factory) -> Path:
+        """A finished 32-step PPO run without memory: checkpoints/step-000000032."""
+        out = tmp_path_factory.mktemp("agent")
+        assert main(["train-agent", "--memory", "none", "--out", str(out), *AGENT]) == 0
+        return out
+
+    def test_a_fresh_start_over_checkpoints(self, agent_run, capsys):
+        with nothing_written(agent_run):
+            fails(
+                capsys,
+                "train-agent",
+                ["--memory", "none", "--out", str(agent_run), *AGENT],
+                "already holds checkpoints: pass --resume to continue that run, or choose another --out",
+            )
+
+    def test_resume_with_another_experiment(self, agent_run, capsys):
+        with nothing_written(agent_run):
+            fails(
+                capsys,
+                "train-agent",
+                ["--memory", "none", "--out", str(agent_run), *AGENT, "--resume", "--ent-coef", "0.1", "--total-steps", "64"],
+                "cannot resume .*step-000000032' with a different experiment \\(ent_coef: 0.01 -> 0.1\\)",
+                "pass the options of that run again",
+            )
+
+    def test_resume_from_a_corrupted_checkpoint(self, agent_run, tmp_path, capsys):
+        out = shutil.copytree(agent_run, tmp_path / "agent")
+        (out / "checkpoints" / "step-000000032" / "agent.zip").write_bytes(b"not a zip")
+        with nothing_written(tmp_path):
+            fails(
+                capsys,
+                "train-agent",
+                ["--memory", "none", "--out", str(out), *AGENT, "--resume", "--total-steps", "64"],
+                "checkpoint .*step-000000032' is corrupted",
+                "delete it to resume from the checkpoint before it",
+            )
+
+    @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+    def test_device_cuda_without_a_gpu(self, tmp_path, capsys):
+        with nothing_written(tmp_path):
+            fails(
+                capsys,
+                "train-agent",
+                ["--memory", "none", "--out", str(tmp_path / "agent"), *AGENT, "--device", "cuda"],
+                "--device cuda: no CUDA device is available; use --device cpu or auto",
+            )
+
 
 # ------------------------------------------------------------------------------------------------
 # evaluate-agent
@@ -514,7 +562,7 @@ class TestEvaluateAgent:
         [
             ("{not json", "agent_config.json' is not valid JSON"),
             ("[1, 2]", "must hold a JSON object"),
-            (json.dumps({"algo": "dqn", "memory": "none"}), "holds invalid agent options"),
+            (json.dumps({"algo": "ddpg", "memory": "none"}), "holds invalid agent options"),
         ],
     )
     def test_corrupted_agent_config(self, tmp_path, capsys, config, message):
@@ -533,6 +581,34 @@ class TestEvaluateAgent:
                 "evaluate-agent",
                 ["--agent", str(tmp_path / "agent.zip"), "--episodes", "1"],
                 "cannot load the agent .*agent.zip'",
+                "train the agent again",
+            )
+
+    @pytest.mark.parametrize("episodes", ["0", "-3"])
+    def test_no_episodes(self, tmp_path, capsys, episodes):
+        (tmp_path / "agent.zip").write_bytes(b"PK")
+        (tmp_path / "agent_config.json").write_text(json.dumps({"memory": "none", "frame_size": FRAME}))
+        with nothing_written(tmp_path):  # no evaluation.json of NaNs
+            fails(
+                capsys,
+                "evaluate-agent",
+                ["--agent", str(tmp_path / "agent.zip"), "--episodes", episodes],
+                f"--episodes must be an int >= 1 \\(episodes to evaluate\\), actual value: {episodes}",
+            )
+
+    def test_without_an_agent(self, tmp_path, capsys):
+        with nothing_written(tmp_path):
+            fails(capsys, "evaluate-agent", ["--episodes", "3"], "missing required options: --agent")
+
+    def test_memory_of_a_fresh_memory_agent_is_gone(self, tmp_path, capsys):
+        (tmp_path / "agent.zip").write_bytes(b"PK")
+        (tmp_path / "agent_config.json").write_text(json.dumps({"memory": "dkm", "frame_size": FRAME}))
+        with nothing_written(tmp_path):
+            fails(
+                capsys,
+                "evaluate-agent",
+                ["--agent", str(tmp_path / "agent.zip")],
+                "machine.safetensors' is missing: it holds the memory the agent was trained with",
                 "train the agent again",
             )
 

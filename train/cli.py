@@ -28,7 +28,7 @@ from episodic_memory.train.config import add_config_arguments, config_from_args
 from episodic_memory.train.demo import DemoConfig, run_demo
 from episodic_memory.train.evaluate import EvaluationConfig, check_enough_layouts, evaluate_models
 from episodic_memory.train.pretrain import PretrainConfig, pretrain, resolve_device
-from episodic_memory.train.train_agent import TrainAgentConfig, evaluate_agent, train_agent
+from episodic_memory.train.train_agent import EvaluateAgentConfig, TrainAgentConfig, evaluate_agent, train_agent
 
 __all__ = ["main"]
 
@@ -84,26 +84,27 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "train-agent",
-        help="train PPO / A2C / RecurrentPPO on a MiniGrid task, with or without the episodic memory",
+        help="train PPO / A2C / RecurrentPPO / DQN / QR-DQN on a MiniGrid task, with or without the episodic memory",
         description="Train an SB3 agent on egocentric MiniGrid frames, with the memory read-outs (--memory dkm|km) or without "
-        "(--memory none); checkpoints, wandb logging (SB3 and memory metrics) and an evaluation at the end.",
+        "(--memory none); checkpoints, wandb logging (SB3 and memory metrics) and an evaluation at the end. "
+        "dqn and qrdqn print their replay buffer's size before allocating it (see --replay-readouts). "
+        "SIGINT/SIGTERM writes a checkpoint and exits with 130; --resume continues from it.",
     )
     add_config_arguments(p, TrainAgentConfig)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its newest checkpoint (model, step count, schedules, replay buffer, logs, "
+        "wandb run); the environments start new episodes",
+    )
 
     p = commands.add_parser(
         "evaluate-agent",
         help="success rate and mean return of a trained agent",
-        description="Run a trained agent for N episodes and write evaluation.json next to it.",
+        description="Run a trained agent for N episodes with the memory machine it was trained with, and write evaluation.json "
+        "(evaluation-sampled.json with --stochastic true) to --out, by default next to the agent.",
     )
-    p.add_argument("--agent", required=True, help="agent.zip written by `episodic-memory train-agent`")
-    p.add_argument("--episodes", type=int, default=100, help="episodes to run")
-    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation environments (and of sampled actions)")
-    p.add_argument(
-        "--stochastic",
-        action="store_true",
-        help="sample actions from the policy as in training instead of taking the most probable one; "
-        "writes evaluation-sampled.json",
-    )
+    add_config_arguments(p, EvaluateAgentConfig)
 
     p = commands.add_parser(
         "demo",
@@ -169,13 +170,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps({k: v for k, v in summary.items() if k != "evaluation"}, indent=2))
             return EXIT_INTERRUPTED if summary["interrupted"] else 0
         if args.command == "train-agent":
-            summary = train_agent(config_from_args(TrainAgentConfig, args))
+            summary = train_agent(config_from_args(TrainAgentConfig, args), resume=args.resume)
             print(json.dumps(summary, indent=2))
-            return 0
+            return EXIT_INTERRUPTED if summary["interrupted"] else 0
         if args.command == "demo":
             return run_demo(config_from_args(DemoConfig, args))
         if args.command == "evaluate-agent":
-            print(json.dumps(evaluate_agent(args.agent, args.episodes, args.seed, deterministic=not args.stochastic), indent=2))
+            options = config_from_args(EvaluateAgentConfig, args)
+            report = evaluate_agent(
+                options.agent, options.episodes, options.seed, deterministic=not options.stochastic, out=options.out
+            )
+            print(json.dumps(report, indent=2))
             return 0
         report = _evaluate(args)
         print(json.dumps({name: entry["conditional_nll"] for name, entry in report["models"].items()}, indent=2))

@@ -462,6 +462,8 @@ def _agent(plan: DemoPlan, name: str, threads: int, progress: bool) -> dict[str,
     config, out = plan.agents[name], Path(plan.agents[name].out)
     with _threads(threads):
         summary = train_agent(config, progress=progress)
+        if summary["interrupted"]:  # SIGINT/SIGTERM: train_agent wrote a checkpoint and returned
+            raise KeyboardInterrupt
         episodes = plan.agent_eval_episodes
         print(f"  trained {summary['steps']:,} steps at {summary['fps']:.0f} steps/s; evaluating {episodes} episodes")
         start = time.perf_counter()
