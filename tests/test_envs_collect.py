@@ -154,7 +154,8 @@ def test_walk_resets_to_the_same_layout() -> None:
     config = tiny(Path("unused"), steps_per_layout=9)
     env = make_frame_env(random_maze_id(9), frame_size=16, max_steps=3)
     encoding = ObservationEncoding.for_space(env.observation_space)
-    frames = _walk(env, 5, np.random.default_rng(SEED), config, None, encoding)  # frame 0 reset, 1-3 steps, 4 reset, 5-7 steps, 8 reset
+    # frame 0 reset, 1-3 steps, 4 reset, 5-7 steps, 8 reset
+    frames = _walk(env, 5, np.random.default_rng(SEED), config, None, encoding)
     assert frames.shape == (9, 16, 16, 3)
     assert np.array_equal(frames[4], frames[0]) and np.array_equal(frames[8], frames[0])
 
