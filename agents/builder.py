@@ -15,6 +15,8 @@ the memory agent only by the read-outs.
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -207,6 +209,10 @@ def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu", mach
     make = [lambda: make_env(config.env_id, config.frame_size, config.env_kwargs, config.imports) for _ in range(config.num_envs)]
     if config.memory == "none":
         make = [lambda fn=fn: agent_observations(fn()) for fn in make]
+    if config.vec_env == "subproc":
+        # Ctrl-C in a terminal signals the whole process group: the workers must leave it to the main
+        # process, which stops training and checkpoints, instead of dying under it.
+        make = [lambda fn=fn: _ignoring_sigint(fn) for fn in make]
     venv = SubprocVecEnv(make) if config.vec_env == "subproc" else DummyVecEnv(make)
     venv.seed(config.seed)
     venv = VecMonitor(venv)  # inside the memory wrapper: rollout/ep_rew_mean counts extrinsic rewards only
@@ -225,6 +231,12 @@ def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu", mach
         novelty_reward=config.novelty_reward,
         observation=config.policy_input != "readouts",
     )
+
+
+def _ignoring_sigint(make: Callable[[], gymnasium.Env]) -> gymnasium.Env:
+    """``make()`` in a SubprocVecEnv worker, which from then on ignores SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return make()
 
 
 def build_agent(config: AgentConfig, venv: VecEnv | None = None) -> BaseAlgorithm:
