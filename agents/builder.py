@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium
+import numpy as np
 import torch
 from gymnasium import spaces
 from sb3_contrib import QRDQN, RecurrentPPO
@@ -34,10 +35,11 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 from episodic_memory import DynamicKanervaMachine, GenerativeMemory, KanervaMachine
 from episodic_memory.agents.extractors import MemoryFeaturesExtractor
 from episodic_memory.agents.replay import Float16ReadoutsReplayBuffer
-from episodic_memory.envs.gym_envs import agent_observations, make_env
+from episodic_memory.envs.gym_envs import agent_observations, make_env, random_observations
 from episodic_memory.observations import ObservationEncoding
 from episodic_memory.readouts import DEFAULT_READOUTS, READOUTS, resolve_machine
 from episodic_memory.vec_env import VecEpisodicMemory
+from episodic_memory.wrappers import batch_of_one
 
 __all__ = [
     "ALGORITHMS",
@@ -49,6 +51,9 @@ __all__ = [
     "make_agent_env",
     "make_machine",
 ]
+
+CALIBRATION_STEPS = 256
+"""Steps of the random walk whose observations calibrate a fresh machine (:func:`make_machine`)."""
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "recurrent_ppo": RecurrentPPO, "dqn": DQN, "qrdqn": QRDQN}
 OFF_POLICY = tuple(name for name, algo in ALGORITHMS.items() if issubclass(algo, OffPolicyAlgorithm))  # replay buffers
@@ -154,18 +159,20 @@ def make_machine(
     """The memory's machine: the checkpoint if given, else a fresh DKM/KM that fits the observations.
 
     A fresh machine is ``for_space(observation_space)`` seeded by ``config.seed`` (see
-    :meth:`~episodic_memory.machine.GenerativeMemory.for_space`). A checkpoint must read the
-    observations: images of another size are resized by its saved preprocessing; anything else it
-    cannot read is refused with the reason.
+    :meth:`~episodic_memory.machine.GenerativeMemory.for_space`), then calibrated
+    (:meth:`~episodic_memory.machine.GenerativeMemory.calibrate`) on the observations of a
+    seeded random walk of :data:`CALIBRATION_STEPS` steps in one environment. A checkpoint must
+    read the observations: images of another size are resized by its saved preprocessing;
+    anything else it cannot read is refused with the reason.
 
     :param observation_space: the environment's observations; None builds one environment to ask.
     """
-    if observation_space is None:
-        env = make_env(config.env_id, config.frame_size, config.env_kwargs, config.imports)
-        observation_space = env.observation_space
-        env.close()
     obs_key = _obs_key(config)
     if config.memory_checkpoint:
+        if observation_space is None:
+            env = make_env(config.env_id, config.frame_size, config.env_kwargs, config.imports)
+            observation_space = env.observation_space
+            env.close()
         machine = resolve_machine(config.memory_checkpoint, device)
         encoding = ObservationEncoding.for_space(observation_space, obs_key)
         problem = machine.cannot_read(encoding)
@@ -175,9 +182,16 @@ def make_machine(
                 f"read the agent's frames of shape {encoding.frame_shape}: {problem} ({config.env_id} gives {observation_space})"
             )
         return machine
-    torch.manual_seed(config.seed)
-    cls = {"dkm": DynamicKanervaMachine, "km": KanervaMachine}[config.memory]
-    machine = cls.for_space(observation_space, obs_key=obs_key, code_size=config.code_size, num_slots=config.num_slots)
+    env = make_env(config.env_id, config.frame_size, config.env_kwargs, config.imports)
+    try:
+        torch.manual_seed(config.seed)
+        cls = {"dkm": DynamicKanervaMachine, "km": KanervaMachine}[config.memory]
+        machine = cls.for_space(env.observation_space, obs_key=obs_key, code_size=config.code_size, num_slots=config.num_slots)
+        encoding = machine.observation_encoding
+        walk = random_observations(env, CALIBRATION_STEPS, seed=config.seed)
+        machine.calibrate(torch.as_tensor(np.stack([encoding.encode(batch_of_one(obs), 1)[0] for obs in walk])))
+    finally:
+        env.close()
     return machine.to(device).eval()
 
 

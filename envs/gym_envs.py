@@ -27,7 +27,7 @@ from minigrid.minigrid_env import MiniGridEnv
 from episodic_memory.envs.mazes import FrameObservation, register_envs
 from episodic_memory.observations import readable_keys
 
-__all__ = ["agent_observations", "import_modules", "make_env"]
+__all__ = ["agent_observations", "import_modules", "make_env", "random_observations"]
 
 
 def import_modules(modules: Sequence[str]) -> None:
@@ -103,3 +103,18 @@ def agent_observations(env: gymnasium.Env) -> gymnasium.Env:
         keys = readable_keys(space)
         return env if len(keys) == len(space.spaces) else gymnasium.wrappers.FilterObservation(env, list(keys))
     return gymnasium.wrappers.TransformObservation(env, lambda obs: {"observation": obs}, spaces.Dict({"observation": space}))
+
+
+def random_observations(env: gymnasium.Env, steps: int, seed: int) -> list[Any]:
+    """The ``steps`` observations of a random walk in ``env``: ``reset(seed=seed)``, then uniformly random
+    actions (the action space seeded by ``seed``), resetting when an episode ends; the same seed gives the
+    same walk."""
+    env.action_space.seed(seed)
+    observation, _ = env.reset(seed=seed)
+    walk = [observation]
+    while len(walk) < steps:
+        observation, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            observation, _ = env.reset()
+        walk.append(observation)
+    return walk

@@ -18,7 +18,7 @@ from torch import nn
 
 from episodic_memory.coders import build_coders
 from episodic_memory.likelihoods import make_likelihood
-from episodic_memory.machine import GenerativeMemory
+from episodic_memory.machine import GenerativeMemory, last_linear
 from episodic_memory.memory import KanervaMemory, MemoryState
 from episodic_memory.preprocessing import ChannelOrder, InputSpec, ResizeMode
 
@@ -107,6 +107,9 @@ class DynamicKanervaMachine(GenerativeMemory):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``e(x)``: episodes ``[B, T, *input_shape]`` -> codes ``[B, T, C]``."""
         return self._encode_frames(self._frames_in(x), *x.shape[:2])
+
+    def _calibration_layers(self) -> list[tuple[nn.Linear, int]]:
+        return [(last_linear(self.encoder), self.code_size)]  # e(x): the codes
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         """Codes ``[B, T, C]`` -> likelihood parameters ``[B*T, *model_shape]``."""

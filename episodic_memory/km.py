@@ -23,7 +23,7 @@ from torch import nn
 
 from episodic_memory.coders import build_coders
 from episodic_memory.likelihoods import make_likelihood
-from episodic_memory.machine import GenerativeMemory
+from episodic_memory.machine import GenerativeMemory, last_linear
 from episodic_memory.memory import KanervaMemory, MemoryState
 from episodic_memory.preprocessing import ChannelOrder, InputSpec, ResizeMode
 
@@ -171,6 +171,25 @@ class KanervaMachine(GenerativeMemory):
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         """Codes ``[B, T, C]`` -> likelihood parameters ``[B*T, *model_shape]``."""
         return self.decoder(z.flatten(0, 1))
+
+    def _calibration_layers(self) -> list[tuple[nn.Linear, int]]:
+        # e(x), then the means of q(z | x) and q(y | x) (their stds untouched), then the keys f(ȳ)
+        y_size = self.config["y_size"]
+        return [
+            (last_linear(self.encoder), 2 * self.code_size),
+            (last_linear(self.q_z_write), self.code_size),
+            (last_linear(self.q_y), y_size),
+            (last_linear(self.key), self.config["address_size"]),
+        ]
+
+    def _after_calibration(self, episodes: torch.Tensor) -> None:
+        """Scale the centred keys so that the median address norm |w| over the calibration frames is 1: centred
+        random keys give addresses of norm about 1e-3, which write almost nothing (KM eq. 9-11)."""
+        w = self.encode_and_address(episodes, "calibration frames")[1]  # [N, 1, K]
+        key = last_linear(self.key)
+        scale = 1.0 / float(w.norm(dim=-1).median().clamp_min(1e-12))
+        key.weight *= scale
+        key.bias *= scale
 
     def _q_z(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``q(z | x)`` (eq. 8) from features ``[B, T, 2C]``: mean (normalised with ``normalise_codes``) and std ``[B, T, C]``."""

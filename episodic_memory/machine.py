@@ -266,6 +266,41 @@ class GenerativeMemory(MemoryMachine, abstract=True):
             raise ValueError(f"{cls.__name__}.for_space({space}): {problem}")
         return machine
 
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor) -> None:
+        """Centre a fresh machine's codes on real observations (a data-dependent initialisation; our choice, not the papers').
+
+        A random encoder maps every observation of an environment to nearly the same direction
+        (ReLU features are positive; their mean dominates each code: cosines of 0.94-0.99 between the
+        codes of different MiniGrid, CartPole and POPGym observations), so the memory can hardly tell
+        them apart. For each network on the path to the codes, in the order they run, this subtracts
+        its mean output over ``x`` from the bias of its last linear layer, so that the outputs are
+        centred over these observations (``benchmarks/fresh_memory.py`` measures what it changes).
+        The layers are :meth:`_calibration_layers`; a KM also rescales its keys (see there).
+
+        :param x: frames ``[N, *input_shape]`` of the environment (e.g. a random walk's), N >= 2.
+        """
+        if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] < 2:
+            raise ValueError(f"calibrate needs a batch of at least 2 frames [N, *input_shape], got {getattr(x, 'shape', x)!r}")
+        episodes = x[:, None]  # [N, 1, ...]: one frame per episode
+        for layer, width in self._calibration_layers():
+            outputs: list[torch.Tensor] = []
+            handle = layer.register_forward_hook(lambda _module, _input, output: outputs.append(output))  # noqa: B023
+            try:
+                self.encode_and_address(episodes, "calibration frames")
+            finally:
+                handle.remove()
+            layer.bias[:width] -= outputs[0].reshape(-1, layer.out_features)[:, :width].mean(0)
+        self._after_calibration(episodes)
+
+    def _calibration_layers(self) -> list[tuple[nn.Linear, int]]:
+        """The last linear layers on the path to the codes, in the order they run, with how many of their
+        leading outputs :meth:`calibrate` centres."""
+        raise NotImplementedError
+
+    def _after_calibration(self, episodes: torch.Tensor) -> None:
+        """What a model adjusts once its outputs are centred (nothing by default)."""
+
     def cannot_read(self, encoding: ObservationEncoding) -> str | None:
         """Why this machine cannot read observations encoded by ``encoding`` (None when it can).
 
@@ -372,6 +407,11 @@ class GenerativeMemory(MemoryMachine, abstract=True):
             raise TypeError(f"state must be a MemoryState, got {type(state).__name__}")
         if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] != state.batch_size:
             raise ValueError(f"x holds {x.shape[0]} episodes but state holds {state.batch_size} memories")
+
+
+def last_linear(module: nn.Module) -> nn.Linear:
+    """The last ``nn.Linear`` of ``module`` (its output layer for the coders and MLPs of this package)."""
+    return [m for m in module.modules() if isinstance(m, nn.Linear)][-1]
 
 
 def stop_at_convergence(trajectory: torch.Tensor, energies: torch.Tensor, rtol: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -232,3 +232,51 @@ def test_tuple_observations_train_through_the_builder_with_popgym():
     assert model.observation_space["observation"].shape == (6,)  # flattened one-hot for SB3: Discrete(2) + Discrete(4)
     model.learn(128)
     assert model.num_timesteps >= 128
+
+
+class TestCalibrate:
+    def test_centres_the_outputs_of_every_calibrated_layer_on_the_frames(self):
+        torch.manual_seed(0)
+        for cls in (DynamicKanervaMachine, KanervaMachine):
+            machine = cls.for_space(spaces.Box(-1.0, 1.0, (6,)), code_size=8, num_slots=4).double().eval()
+            x = torch.rand(50, 6, dtype=torch.float64) * 2 - 1  # [N, 6]
+            machine.calibrate(x)
+            for layer, width in machine._calibration_layers():
+                outputs = []
+                handle = layer.register_forward_hook(lambda _m, _i, out: outputs.append(out))  # noqa: B023
+                machine.encode_and_address(x[:, None])
+                handle.remove()
+                mean = outputs[0].reshape(-1, layer.out_features)[:, :width].mean(0)
+                torch.testing.assert_close(mean, torch.zeros_like(mean), atol=1e-10, rtol=0)
+            if cls is KanervaMachine:  # keys rescaled: the median address norm is 1
+                w = machine.encode_and_address(x[:, None])[1][:, 0]
+                assert abs(float(w.norm(dim=-1).median()) - 1.0) < 1e-9
+
+    def test_needs_a_batch_of_frames(self):
+        machine = DynamicKanervaMachine.for_space(spaces.Discrete(3), code_size=8, num_slots=4)
+        with pytest.raises(ValueError, match="at least 2 frames"):
+            machine.calibrate(torch.zeros(1, 3))
+
+    @pytest.mark.parametrize("env_id", ["CartPole-v1", "popgym-ConcentrationEasy-v0", "MiniGrid-MemoryS7-v0"])
+    def test_a_fresh_agent_memory_tells_a_repeated_observation_from_new_ones(self, env_id):
+        from episodic_memory.agents.builder import make_machine
+        from episodic_memory.envs.gym_envs import make_env, random_observations
+        from episodic_memory.readouts import EpisodicMemoryCore
+        from episodic_memory.wrappers import batch_of_one
+
+        machine = make_machine(AgentConfig(env_id=env_id, memory="dkm", seed=0), "cpu")
+        walk = random_observations(make_env(env_id), 200, seed=123)  # another walk than the calibration's
+        frames = {f.tobytes(): f for f in (machine.observation_encoding.encode(batch_of_one(o), 1)[0] for o in walk)}
+        distinct = list(frames.values())
+        written, new = distinct[:10], distinct[10:18]
+        assert len(new) == 8
+        core = EpisodicMemoryCore(machine, 1, ("novelty",), novelty_reward=1.0)  # the bonus is the novelty ratio
+        for frame in [*written, written[0], written[0]]:
+            core.step(frame[None])
+        core.step(written[0][None], write=False)
+        repeated = float(core.last_bonus[0])
+        ratios = []
+        for frame in new:
+            core.step(frame[None], write=False)
+            ratios.append(float(core.last_bonus[0]))
+        assert repeated < 0.5 * float(np.median(ratios))  # written three times vs never written

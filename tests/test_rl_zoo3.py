@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import gymnasium
 import numpy as np
 import pytest
 import torch
@@ -34,7 +35,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     torch.manual_seed(0)
-    DynamicKanervaMachine((4,), likelihood="gaussian").save(tmp_path / MACHINE)  # CartPole's 4 floats; K = 32, C = 100
+    space = gymnasium.make("CartPole-v1").observation_space
+    DynamicKanervaMachine.for_space(space).save(tmp_path / MACHINE)  # a fresh machine for CartPole's 4 floats; K = 32, C = 100
     return tmp_path
 
 
