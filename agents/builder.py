@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium
-import numpy as np
 import torch
 from gymnasium import spaces
 from sb3_contrib import QRDQN, RecurrentPPO
@@ -39,7 +38,6 @@ from episodic_memory.envs.gym_envs import agent_observations, make_env, random_o
 from episodic_memory.observations import ObservationEncoding
 from episodic_memory.readouts import DEFAULT_READOUTS, READOUTS, resolve_machine
 from episodic_memory.vec_env import VecEpisodicMemory
-from episodic_memory.wrappers import batch_of_one
 
 __all__ = [
     "ALGORITHMS",
@@ -110,7 +108,8 @@ class AgentConfig:
         default=0.0,
         metadata={
             "help": "weight c of the episodic exploration bonus: reward += c * novelty / novelty under the empty memory, "
-            "about c for a view new to the episode and near 0 for one seen already; evaluation reports extrinsic "
+            "c for an episode's first view, a fraction of c for a view new to the episode and near 0 for one seen already "
+            "(README: novelty reward); evaluation reports extrinsic "
             "returns; 0 turns it off; needs a memory"
         },
     )
@@ -187,9 +186,7 @@ def make_machine(
         torch.manual_seed(config.seed)
         cls = {"dkm": DynamicKanervaMachine, "km": KanervaMachine}[config.memory]
         machine = cls.for_space(env.observation_space, obs_key=obs_key, code_size=config.code_size, num_slots=config.num_slots)
-        encoding = machine.observation_encoding
-        walk = random_observations(env, CALIBRATION_STEPS, seed=config.seed)
-        machine.calibrate(torch.as_tensor(np.stack([encoding.encode(batch_of_one(obs), 1)[0] for obs in walk])))
+        machine.calibrate(random_observations(env, CALIBRATION_STEPS, seed=config.seed))
     finally:
         env.close()
     return machine.to(device).eval()

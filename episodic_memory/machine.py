@@ -24,7 +24,7 @@ from torch import nn
 
 from episodic_memory.likelihoods import BernoulliLikelihood, DiscretisedLogisticLikelihood, Likelihood
 from episodic_memory.memory import KanervaMemory, MemoryState
-from episodic_memory.observations import ObservationEncoding
+from episodic_memory.observations import ObservationEncoding, batch_of_one
 from episodic_memory.preprocessing import InputSpec
 
 __all__ = ["GenerativeMemory", "MemoryMachine", "load_machine", "read_checkpoint_header", "stop_at_convergence", "FORMAT_VERSION"]
@@ -267,7 +267,7 @@ class GenerativeMemory(MemoryMachine, abstract=True):
         return machine
 
     @torch.no_grad()
-    def calibrate(self, x: torch.Tensor) -> None:
+    def calibrate(self, x: torch.Tensor | Sequence[Any]) -> None:
         """Centre a fresh machine's codes on real observations (a data-dependent initialisation; our choice, not the papers').
 
         A random encoder maps every observation of an environment to nearly the same direction
@@ -278,8 +278,13 @@ class GenerativeMemory(MemoryMachine, abstract=True):
         centred over these observations (``benchmarks/fresh_memory.py`` measures what it changes).
         The layers are :meth:`_calibration_layers`; a KM also rescales its keys (see there).
 
-        :param x: frames ``[N, *input_shape]`` of the environment (e.g. a random walk's), N >= 2.
+        :param x: frames ``[N, *input_shape]`` of the environment (e.g. a random walk's), or N of its
+            observations as it returns them (a list), encoded by the machine's ``observation_encoding``; N >= 2.
         """
+        if not isinstance(x, torch.Tensor):
+            if self.observation_encoding is None:
+                raise ValueError("this machine has no observation encoding: pass calibrate() frames [N, *input_shape]")
+            x = torch.as_tensor(np.stack([self.observation_encoding.encode(batch_of_one(obs), 1)[0] for obs in x]))
         if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] < 2:
             raise ValueError(f"calibrate needs a batch of at least 2 frames [N, *input_shape], got {getattr(x, 'shape', x)!r}")
         episodes = x[:, None]  # [N, 1, ...]: one frame per episode

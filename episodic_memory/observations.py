@@ -38,7 +38,7 @@ from gymnasium import spaces
 
 from episodic_memory.preprocessing import InputSpec
 
-__all__ = ["ObservationEncoding", "describe_space", "image_space", "is_text", "readable_keys"]
+__all__ = ["ObservationEncoding", "batch_of_one", "describe_space", "image_space", "is_text", "readable_keys"]
 
 def _bound(values: np.ndarray) -> float | list:
     """A Box bound as JSON: one number when all entries agree (images: one low and one high), else the nested list.
@@ -48,6 +48,15 @@ def _bound(values: np.ndarray) -> float | list:
     if values.size and np.all(values == values.flat[0]):
         return float(values.flat[0])
     return values.tolist()
+
+
+def batch_of_one(obs: Any) -> Any:
+    """One observation as a batch of one: arrays gain a leading axis, tuples and dicts are batched part by part."""
+    if isinstance(obs, tuple):
+        return tuple(batch_of_one(part) for part in obs)
+    if isinstance(obs, dict):
+        return {key: batch_of_one(part) for key, part in obs.items()}
+    return np.asarray(obs)[None]
 
 
 def describe_space(space: gymnasium.Space) -> dict[str, Any]:

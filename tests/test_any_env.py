@@ -64,11 +64,18 @@ def test_a_machine_pretrained_on_one_env_is_refused_for_another_with_the_same_si
     assert "built for observations" in capsys.readouterr().err
 
 
-def test_train_agent_on_a_popgym_id_of_the_module_form_with_env_kwargs(tmp_path):
+def test_train_agent_on_a_popgym_id_of_the_module_form_with_env_kwargs(tmp_path, monkeypatch):
     out = tmp_path / "agent"
     train = ["train-agent", "--env-id", "popgym:popgym-RepeatFirstEasy-v0", "--memory", "km", "--total-steps", "64"]
     assert main([*train, "--eval-episodes", "2", "--out", str(out), *AGENT]) == 0
     assert json.loads((out / "evaluation.json").read_text())["episodes"] == 2
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # evaluate-agent from another working directory
+    assert main(["evaluate-agent", "--agent", str(out / "agent.zip"), "--episodes", "3", "--out", "report"]) == 0
+    report = json.loads((elsewhere / "report" / "evaluation.json").read_text())
+    assert report["env_id"] == "popgym:popgym-RepeatFirstEasy-v0" and report["episodes"] == 3
+    assert -1.0 <= report["mean_return"] <= 1.0  # POPGym scales episode returns to [-1, 1]
     short = ["train-agent", "--env-id", "CartPole-v1", "--env-kwargs", '{"max_episode_steps": 5}', "--memory", "none"]
     assert main([*short, "--total-steps", "64", "--eval-episodes", "3", "--out", str(tmp_path / "short"), *AGENT]) == 0
     assert json.loads((tmp_path / "short" / "evaluation.json").read_text())["mean_return"] <= 5.0

@@ -52,7 +52,7 @@ class RunLogger:
             self.run = self._start_wandb(wandb_mode, project, config or {}, name, resume_id)
 
     def _start_wandb(self, mode: str, project: str, config: dict[str, Any], name: str | None, resume_id: str | None) -> Any:
-        # wandb takes our top-level package `agents` for the OpenAI Agents SDK and advertises Weave on every run.
+        # wandb advertises Weave on every run otherwise.
         os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
         try:
             import wandb
