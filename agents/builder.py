@@ -109,8 +109,7 @@ class AgentConfig:
         metadata={
             "help": "weight c of the episodic exploration bonus: reward += c * novelty / novelty under the empty memory, "
             "c for an episode's first view, a fraction of c for a view new to the episode and near 0 for one seen already "
-            "(README: novelty reward); evaluation reports extrinsic "
-            "returns; 0 turns it off; needs a memory"
+            "(README: novelty reward); evaluation reports extrinsic returns; 0 turns it off; needs a memory"
         },
     )
     code_size: int = field(default=100, metadata={"help": "code size of a fresh machine (ignored with --memory-checkpoint)"})
