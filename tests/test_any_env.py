@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from episodic_memory import load_machine
+from episodic_memory.agents.builder import AgentConfig, build_agent, make_agent_env
 from episodic_memory.envs import FrameDataset
 from episodic_memory.envs.gym_envs import make_env
 from episodic_memory.observations import ObservationEncoding
@@ -93,3 +95,28 @@ def test_train_agent_on_a_popgym_id_of_the_module_form_with_env_kwargs(tmp_path,
 def test_bad_env_options_say_what_to_do(tmp_path, capsys, args, message):
     assert main(["train-agent", *args, "--total-steps", "64", "--out", str(tmp_path / "agent"), *AGENT]) == 2
     assert re.search(message, capsys.readouterr().err, flags=re.DOTALL)
+
+
+@pytest.mark.parametrize(
+    ("policy_input", "keys"),
+    [
+        ("both", {"observation", "retrieval", "novelty", "memory"}),
+        ("readouts", {"code", "retrieval", "novelty", "memory"}),
+        ("pixels", {"observation"}),
+    ],
+)
+def test_policy_input_decides_what_the_policy_sees(policy_input, keys):
+    config = AgentConfig(memory="dkm", policy_input=policy_input, num_envs=2, frame_size=16, code_size=12, num_slots=6)
+    model = build_agent(replace(config, device="cpu"))
+    assert set(model.observation_space.spaces) == keys
+    assert bool(model.policy.features_extractor.image_keys) == (policy_input != "readouts")  # no CNN on read-outs only
+
+
+def test_the_code_read_out_is_the_machines_code_of_the_frame():
+    config = AgentConfig(memory="dkm", num_envs=2, frame_size=16, code_size=12, num_slots=6, device="cpu")
+    both = make_agent_env(config)  # the same seed: the same fresh machine and the same first frames
+    readouts = make_agent_env(replace(config, policy_input="readouts"))
+    frames, codes = both.reset()["observation"], readouts.reset()["code"]
+    with torch.no_grad():
+        z = both.core.machine.encode(torch.as_tensor(frames)[:, None])[:, 0]  # [2, C]
+    np.testing.assert_allclose(codes, z.numpy(), rtol=1e-5, atol=1e-5)
