@@ -249,7 +249,8 @@ class TestCalibrate:
                 mean = outputs[0].reshape(-1, layer.out_features)[:, :width].mean(0)
                 torch.testing.assert_close(mean, torch.zeros_like(mean), atol=1e-10, rtol=0)
             if cls is KanervaMachine:  # keys rescaled: the median address norm is 1
-                w = machine.encode_and_address(x[:, None])[1][:, 0]
+                with torch.no_grad():
+                    w = machine.encode_and_address(x[:, None])[1][:, 0]
                 assert abs(float(w.norm(dim=-1).median()) - 1.0) < 1e-9
 
     def test_needs_a_batch_of_frames(self):
