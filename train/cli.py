@@ -1,4 +1,4 @@
-"""The ``episodic-memory`` command: collect maze frames, pretrain a memory, evaluate it, train and evaluate agents.
+"""The ``episodic-memory`` command: collect frames, pretrain a memory, evaluate it, train and evaluate agents.
 
     episodic-memory collect  --out data/mazes
     episodic-memory pretrain --data data/mazes --out runs/dkm
@@ -6,6 +6,8 @@
     episodic-memory train-agent --memory dkm --memory-checkpoint runs/dkm/model.safetensors --out runs/agent
     episodic-memory evaluate-agent --agent runs/agent/agent.zip
     episodic-memory demo     # all of the above on a small budget (about 10 minutes on 2 CPU cores)
+    episodic-memory train-agent --env-id CartPole-v1 --out runs/cartpole        # any Gymnasium id
+    episodic-memory train-agent --env-id popgym-RepeatPreviousEasy-v0 --import popgym --out runs/repeat
 
 Every subcommand takes ``--config FILE.yaml`` (values for its options; flags override it) and
 ``--seed``; ``--help`` lists the options with their defaults.
@@ -45,9 +47,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "collect",
-        help="record egocentric frames from MiniGrid mazes into a dataset directory",
+        help="record egocentric frames from MiniGrid mazes (or any env's observations) into a dataset directory",
         description="Run a behaviour policy (a random walk with a forward bias by default) in maze environments "
-        "and write the frames as compressed shards plus a JSON manifest. "
+        "and write the frames as compressed shards plus a JSON manifest; other Gymnasium ids (--envs ID) take random "
+        "actions and record their own observations, encoded as the memory reads them. "
         "Re-running adds shards; it never corrupts existing ones.",
     )
     add_config_arguments(p, CollectConfig)
@@ -84,8 +87,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "train-agent",
-        help="train PPO / A2C / RecurrentPPO / DQN / QR-DQN on a MiniGrid task, with or without the episodic memory",
-        description="Train an SB3 agent on egocentric MiniGrid frames, with the memory read-outs (--memory dkm|km) or without "
+        help="train PPO / A2C / RecurrentPPO / DQN / QR-DQN on any Gymnasium env, with or without the episodic memory",
+        description="Train an SB3 agent on any Gymnasium env (MiniGrid ids: egocentric frames; others: their own "
+        "observations), with the memory read-outs (--memory dkm|km; a fresh memory fits the space) or without "
         "(--memory none); checkpoints, wandb logging (SB3 and memory metrics) and an evaluation at the end. "
         "dqn and qrdqn print their replay buffer's size before allocating it (see --replay-readouts). "
         "SIGINT/SIGTERM writes a checkpoint and exits with 130; --resume continues from it.",
