@@ -445,7 +445,9 @@ def test_a_resumed_run_is_the_same_from_the_same_checkpoint_and_resumes_its_wand
     weights = []
     for name in ("first", "second"):
         summary = train_agent(replace(config, out=str(tmp_path / name), total_steps=128), progress=False, resume=True)
-        assert summary["steps"] == 128 and Path(summary["wandb_run_dir"]).name.endswith(f"-{wandb_id}")
+        # the same wandb run: offline-run-<time>-<id>, with "-1" appended when it resumes within the same second
+        assert summary["steps"] == 128
+        assert re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{wandb_id}(-\d+)?", Path(summary["wandb_run_dir"]).name)
         weights.append(ALGORITHMS["ppo"].load(summary["agent"], device="cpu").policy.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # same seed, same checkpoint: same run
 
