@@ -29,12 +29,12 @@ from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import get_device
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack, VecMonitor
 
 from episodic_memory import DynamicKanervaMachine, GenerativeMemory, KanervaMachine
 from episodic_memory.agents.extractors import MemoryFeaturesExtractor
 from episodic_memory.agents.replay import Float16ReadoutsReplayBuffer
-from episodic_memory.envs.gym_envs import agent_observations, make_env, random_observations
+from episodic_memory.envs.gym_envs import agent_observations, make_env, random_observations, stackable
 from episodic_memory.observations import ObservationEncoding
 from episodic_memory.readouts import DEFAULT_READOUTS, READOUTS, resolve_machine
 from episodic_memory.vec_env import VecEpisodicMemory
@@ -110,6 +110,13 @@ class AgentConfig:
             "help": "weight c of the episodic exploration bonus: reward += c * novelty / novelty under the empty memory, "
             "c for an episode's first view, a fraction of c for a view new to the episode and near 0 for one seen already "
             "(README: novelty reward); evaluation reports extrinsic returns; 0 turns it off; needs a memory"
+        },
+    )
+    frame_stack: int = field(
+        default=1,
+        metadata={
+            "help": "stack the last N observations (SB3's VecFrameStack, the baseline SB3 suggests before an LSTM); "
+            "observations that are not a Box are flattened one-hot first; memory none only"
         },
     )
     code_size: int = field(default=100, metadata={"help": "code size of a fresh machine (ignored with --memory-checkpoint)"})
@@ -216,7 +223,16 @@ def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu", mach
     unknown = sorted(set(config.readouts) - set(READOUTS))
     if unknown:
         raise ValueError(f"unknown read-outs {unknown}; choose from {list(READOUTS)}")
+    if not isinstance(config.frame_stack, int) or isinstance(config.frame_stack, bool) or config.frame_stack < 1:
+        raise ValueError(f"frame_stack must be an int >= 1, actual value: {config.frame_stack!r}")
+    if config.frame_stack > 1 and config.memory != "none":
+        raise ValueError(
+            f"--frame-stack {config.frame_stack} is the memory-less baseline: it stacks raw observations, and stacking the "
+            "memory's read-outs would multiply them; use --memory none, or --frame-stack 1 with a memory"
+        )
     make = [lambda: make_env(config.env_id, config.frame_size, config.env_kwargs, config.imports) for _ in range(config.num_envs)]
+    if config.frame_stack > 1:
+        make = [lambda fn=fn: stackable(fn()) for fn in make]
     if config.memory == "none":
         make = [lambda fn=fn: agent_observations(fn()) for fn in make]
     if config.vec_env == "subproc":
@@ -227,7 +243,7 @@ def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu", mach
     venv.seed(config.seed)
     venv = VecMonitor(venv)  # inside the memory wrapper: rollout/ep_rew_mean counts extrinsic rewards only
     if config.memory == "none":
-        return venv
+        return VecFrameStack(venv, config.frame_stack) if config.frame_stack > 1 else venv
     readouts = tuple(config.readouts)
     if config.policy_input == "readouts" and "code" not in readouts:
         readouts = ("code", *readouts)  # the observation's own code stands in for the pixels

@@ -27,7 +27,7 @@ from minigrid.minigrid_env import MiniGridEnv
 from episodic_memory.envs.mazes import FrameObservation, register_envs
 from episodic_memory.observations import readable_keys
 
-__all__ = ["agent_observations", "import_modules", "make_env", "random_observations"]
+__all__ = ["agent_observations", "import_modules", "make_env", "random_observations", "stackable"]
 
 
 def import_modules(modules: Sequence[str]) -> None:
@@ -103,6 +103,17 @@ def agent_observations(env: gymnasium.Env) -> gymnasium.Env:
         keys = readable_keys(space)
         return env if len(keys) == len(space.spaces) else gymnasium.wrappers.FilterObservation(env, list(keys))
     return gymnasium.wrappers.TransformObservation(env, lambda obs: {"observation": obs}, spaces.Dict({"observation": space}))
+
+
+def stackable(env: gymnasium.Env) -> gymnasium.Env:
+    """``env`` with Box observations, as SB3's ``VecFrameStack`` needs: a Box stays as it is; anything else loses
+    its text keys and is flattened one-hot (Gymnasium's ``FlattenObservation``)."""
+    space = env.observation_space
+    if isinstance(space, spaces.Box):
+        return env
+    if isinstance(space, spaces.Dict) and len(readable_keys(space)) < len(space.spaces):
+        env = gymnasium.wrappers.FilterObservation(env, list(readable_keys(space)))
+    return gymnasium.wrappers.FlattenObservation(env)
 
 
 def random_observations(env: gymnasium.Env, steps: int, seed: int) -> list[Any]:

@@ -120,3 +120,22 @@ def test_the_code_read_out_is_the_machines_code_of_the_frame():
     with torch.no_grad():
         z = both.core.machine.encode(torch.as_tensor(frames)[:, None])[:, 0]  # [2, C]
     np.testing.assert_allclose(codes, z.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_frame_stack_keeps_the_last_observations_one_hot():
+    config = AgentConfig(env_id="popgym-RepeatPreviousEasy-v0", memory="none", frame_stack=3, num_envs=2, device="cpu")
+    venv = make_agent_env(config)
+    obs = venv.reset()["observation"]  # [2, 12]: three Discrete(4) observations, one-hot, newest last
+    assert obs.shape == (2, 12) and np.array_equal(obs[:, -4:].sum(1), [1, 1]) and not obs[:, :8].any()
+    newest = obs[:, -4:].copy()
+    after, *_ = venv.step(np.zeros(2, dtype=np.int64))
+    np.testing.assert_array_equal(after["observation"][:, 4:8], newest)  # moved one slot back
+
+
+def test_frame_stack_trains_on_stacked_frames_and_refuses_a_memory(tmp_path, capsys):
+    train = ["train-agent", "--env-id", "MiniGrid-MemoryS7-v0", "--frame-size", "16", "--memory", "none", "--frame-stack", "2"]
+    assert main([*train, "--total-steps", "64", "--eval-episodes", "1", "--out", str(tmp_path / "a"), *AGENT]) == 0
+    model = build_agent(AgentConfig(frame_size=16, memory="none", frame_stack=2, num_envs=2, device="cpu"))
+    assert model.observation_space["observation"].shape == (6, 16, 16)  # two RGB frames, channels first for the CNN
+    assert main([*train[:-3], "dkm", "--frame-stack", "2", "--out", str(tmp_path / "b"), *AGENT]) == 2
+    assert "--frame-stack 2 is the memory-less baseline" in capsys.readouterr().err
