@@ -15,7 +15,6 @@ except that observations Stable-Baselines3 policies cannot take are made into on
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +23,7 @@ import gymnasium
 from gymnasium import spaces
 from minigrid.minigrid_env import MiniGridEnv
 
-from episodic_memory.envs.mazes import FrameObservation, register_envs
+from episodic_memory.envs.mazes import FrameObservation, make_registered
 from episodic_memory.observations import readable_keys
 
 __all__ = ["agent_observations", "import_modules", "make_env", "random_observations", "stackable"]
@@ -70,17 +69,13 @@ def make_env(
         imported, keyword arguments the environment refuses, or a top-down view of an env that is not MiniGrid.
     """
     import_modules(imports)
-    register_envs()
+    unknown_hint = (
+        "Ids of third-party packages need their module imported first: --import MODULE (e.g. --import popgym), "
+        "or an id of the form module:Env-v0; `python -c 'import gymnasium; gymnasium.pprint_registry()'` lists the "
+        "registered ids."
+    )
     try:
-        env = gymnasium.make(env_id, **(env_kwargs or {}))
-    except (gymnasium.error.NameNotFound, gymnasium.error.NamespaceNotFound, gymnasium.error.VersionNotFound) as error:
-        close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"unknown env id {env_id!r}.{hint} Ids of third-party packages need their module imported first: "
-            "--import MODULE (e.g. --import popgym), or an id of the form module:Env-v0; "
-            "`python -c 'import gymnasium; gymnasium.pprint_registry()'` lists the registered ids."
-        ) from error
+        env = make_registered(env_id, unknown_hint, **(env_kwargs or {}))
     except ModuleNotFoundError as error:
         raise ValueError(f"env id {env_id!r}: cannot import its module ({error})") from error
     except TypeError as error:

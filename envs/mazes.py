@@ -41,6 +41,7 @@ __all__ = [
     "RandomMazeEnv",
     "layout_id",
     "make_frame_env",
+    "make_registered",
     "random_maze_id",
     "register_envs",
 ]
@@ -231,6 +232,18 @@ class FrameObservation(gymnasium.ObservationWrapper, gymnasium.utils.RecordConst
         return x.round_()[0].permute(1, 2, 0).to(torch.uint8).contiguous().numpy()  # [S, S, 3]
 
 
+def make_registered(env_id: str, unknown_hint: str, **kwargs: Any) -> gymnasium.Env:
+    """``gymnasium.make(env_id, **kwargs)`` after :func:`register_envs`; an unregistered id is a ValueError that
+    names the closest registered ids, then ``unknown_hint`` (what to do)."""
+    register_envs()
+    try:
+        return gymnasium.make(env_id, **kwargs)
+    except (gymnasium.error.NameNotFound, gymnasium.error.NamespaceNotFound, gymnasium.error.VersionNotFound) as error:
+        close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown env id {env_id!r}.{hint} {unknown_hint}") from error
+
+
 def make_frame_env(env_id: str, frame_size: int = 32, view: str = "egocentric", **kwargs: Any) -> gymnasium.Env:
     """``gymnasium.make(env_id, **kwargs)`` wrapped in :class:`FrameObservation`.
 
@@ -241,16 +254,12 @@ def make_frame_env(env_id: str, frame_size: int = 32, view: str = "egocentric", 
     :param kwargs: passed to ``gymnasium.make`` (e.g. ``max_steps``, ``render_mode``).
     :return: an env whose observations are frames ``uint8 [S, S, 3]``.
     """
-    register_envs()
-    try:
-        env = gymnasium.make(env_id, **kwargs)
-    except (gymnasium.error.NameNotFound, gymnasium.error.NamespaceNotFound, gymnasium.error.VersionNotFound) as error:
-        close = difflib.get_close_matches(env_id, list(gymnasium.registry), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"unknown env id {env_id!r}.{hint} Valid ids include: {', '.join(DEFAULT_MAZES)}; "
-            f"list the registered ids with `{LIST_ENVS_HINT}` (frames need a MiniGrid-* or EpisodicMemory-* id)."
-        ) from error
+    env = make_registered(
+        env_id,
+        f"Valid ids include: {', '.join(DEFAULT_MAZES)}; list the registered ids with `{LIST_ENVS_HINT}` "
+        "(frames need a MiniGrid-* or EpisodicMemory-* id).",
+        **kwargs,
+    )
     if not isinstance(env.unwrapped, MiniGridEnv):
         env.close()
         raise ValueError(f"env id {env_id!r} is not a MiniGrid env; frames need one, e.g. {DEFAULT_MAZES[0]!r}")

@@ -106,7 +106,11 @@ class DynamicKanervaMachine(GenerativeMemory):
     # ----------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``e(x)``: episodes ``[B, T, *input_shape]`` -> codes ``[B, T, C]``."""
-        return self._encode_frames(self._frames_in(x), *x.shape[:2])
+        return self.encode_and_address(x)[0]
+
+    def encode_and_address(self, x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, None]:
+        """:meth:`encode`, and None: the DKM's weights are solved against the memory (eq. 6), not read from the frame."""
+        return self._encode_frames(self._frames_in(x, name), *x.shape[:2]), None
 
     def _calibration_layers(self) -> list[tuple[nn.Linear, int]]:
         return [(last_linear(self.encoder), self.code_size)]  # e(x): the codes

@@ -350,7 +350,7 @@ class GenerativeMemory(MemoryMachine, abstract=True):
         """Codes ``[B, T, C]`` of episodes ``x [B, T, *input_shape]``, and their addressing weights ``[B, T, K]``
         where they do not depend on the memory (the KM's learned addresses); None where they are
         solved against the memory (the DKM's dynamic addressing, eq. 6). ``name`` names ``x`` in errors."""
-        return self._encode_frames(self._frames_in(x, name), *x.shape[:2]), None
+        raise NotImplementedError
 
     def reconstruct(self, state: MemoryState, x: torch.Tensor) -> torch.Tensor:
         """Mean of the predictive distribution ``p(x̂ | x, M)`` (DKM eq. 13): ``[B, T, *input_shape]`` floats."""

@@ -56,6 +56,18 @@ def test_pretrain_on_collected_vectors_then_train_an_agent_with_that_memory(cart
     assert report["env_id"] == "CartPole-v1" and report["mean_return"] >= 1.0  # CartPole pays 1 a step
 
 
+def test_cartpole_with_a_fresh_memory_evaluates_from_another_directory(tmp_path, monkeypatch):
+    out = tmp_path / "agent"
+    train = ["train-agent", "--env-id", "CartPole-v1", "--memory", "dkm", "--total-steps", "64", "--eval-episodes", "2"]
+    assert main([*train, "--out", str(out), *AGENT]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["evaluate-agent", "--agent", str(out / "agent.zip"), "--episodes", "3", "--seed", "10000"]) == 0
+    again = json.loads((out / "evaluation.json").read_text())  # rewritten beside the agent
+    assert again["env_id"] == "CartPole-v1" and again["episodes"] == 3 and again["mean_return"] >= 1.0
+
+
 def test_a_machine_pretrained_on_one_env_is_refused_for_another_with_the_same_size(cartpole_data, tmp_path, capsys):
     pretrain = ["pretrain", "--data", str(cartpole_data), "--out", str(tmp_path / "dkm"), "--steps", "1", "--batch-size", "2"]
     assert main([*pretrain, "--episode-length", "4", "--evaluate", "false", *QUIET]) == 0

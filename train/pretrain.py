@@ -42,7 +42,7 @@ from episodic_memory.train.evaluate import EvaluationConfig, check_enough_layout
 from episodic_memory.train.figures import image_grid, training_figures
 from episodic_memory.train.tracking import RunLogger
 
-__all__ = ["PretrainConfig", "pretrain", "build_model", "latest_checkpoint", "resolve_device"]
+__all__ = ["PretrainConfig", "StopRequest", "pretrain", "build_model", "latest_checkpoint", "resolve_device"]
 
 CHECKPOINT_FORMAT = 1
 # Options that may differ between a run and its resumption; all others define the experiment.
@@ -256,7 +256,7 @@ def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world_size, device
 
 
-class _StopRequest:
+class StopRequest:
     """Turns SIGINT/SIGTERM into a flag checked between steps (the step in progress finishes first)."""
 
     def __init__(self) -> None:
@@ -337,7 +337,7 @@ def pretrain(config: PretrainConfig, resume: bool | str | os.PathLike[str] = Fal
     logger = RunLogger(
         out, config.wandb_mode if is_main else "disabled", config.wandb_project, dataclasses.asdict(config), out.name, wandb_id
     )
-    stop = _StopRequest()
+    stop = StopRequest()
     frames_per_step = config.batch_size * config.episode_length * world_size
     bar = tqdm(
         total=config.steps, initial=start_step, desc=f"pretrain {config.model}", disable=not (progress and is_main), unit="step"
@@ -397,7 +397,7 @@ def pretrain(config: PretrainConfig, resume: bool | str | os.PathLike[str] = Fal
     return summary
 
 
-def _stop_requested(stop: _StopRequest, world_size: int, device: torch.device) -> bool:
+def _stop_requested(stop: StopRequest, world_size: int, device: torch.device) -> bool:
     """True when any process received SIGINT/SIGTERM, so that all stop at the same step."""
     if world_size == 1:
         return stop.signal is not None

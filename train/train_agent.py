@@ -53,7 +53,7 @@ from episodic_memory.agents.builder import (
 from episodic_memory.agents.callbacks import MemoryMetricsCallback
 from episodic_memory.agents.replay import replay_buffer_nbytes
 from episodic_memory.train.config import field
-from episodic_memory.train.pretrain import _StopRequest, resolve_device
+from episodic_memory.train.pretrain import StopRequest, resolve_device
 from episodic_memory.train.tracking import RunLogger
 from episodic_memory.vec_env import VecEpisodicMemory
 
@@ -213,7 +213,7 @@ def train_agent(
         out, config.wandb_mode, config.wandb_project, dataclasses.asdict(config), out.name, trainer.get("wandb_id")
     )
     model.set_logger(Logger(str(out), [_ContinuedCSVOutput(str(out / "progress.csv")), _RunLoggerOutput(run_logger)]))
-    stop = _StopRequest()
+    stop = StopRequest()
     steps = _Checkpoints(out, config, run_logger, stop)
     own: list[BaseCallback] = [MemoryMetricsCallback()] if config.memory != "none" else []
     evaluation = None
@@ -269,12 +269,10 @@ def _model(config: TrainAgentConfig, checkpoint: Path | None) -> BaseAlgorithm:
         machine = {"memory_checkpoint": str(checkpoint / MACHINE_FILE)} if config.memory != "none" else {}
         venv = make_agent_env(dataclasses.replace(config, seed=seed, **machine), config.device)
     try:
-        if checkpoint is None:
-            if config.algo in OFF_POLICY:
-                print(replay_buffer_summary(config, venv))
-            return build_agent(config, venv)
         if config.algo in OFF_POLICY:
             print(replay_buffer_summary(config, venv))
+        if checkpoint is None:
+            return build_agent(config, venv)
         try:
             model = load_agent(checkpoint / "agent.zip", config.algo, venv, config.device)
             if config.algo in OFF_POLICY:
@@ -363,7 +361,7 @@ class _Checkpoints(BaseCallback):
     then writes the checkpoint.
     """
 
-    def __init__(self, out: Path, config: TrainAgentConfig, run_logger: RunLogger, stop: _StopRequest) -> None:
+    def __init__(self, out: Path, config: TrainAgentConfig, run_logger: RunLogger, stop: StopRequest) -> None:
         super().__init__()
         self.out, self.config, self.run_logger, self.stop = out, config, run_logger, stop
         self._next = 0
