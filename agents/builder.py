@@ -33,6 +33,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 from episodic_memory import DynamicKanervaMachine, GenerativeMemory, KanervaMachine
 from episodic_memory.agents.extractors import MemoryFeaturesExtractor
+from episodic_memory.agents.frame_stack import VecFrameStackKeys
 from episodic_memory.agents.replay import Float16ReadoutsReplayBuffer
 from episodic_memory.envs.gym_envs import agent_observations, make_env, random_observations, stackable
 from episodic_memory.observations import ObservationEncoding
@@ -88,9 +89,7 @@ class AgentConfig:
     )
     frame_size: int = field(
         default=32,
-        metadata={
-            "help": "side of the egocentric RGB frames of MiniGrid ids (a memory checkpoint of another size resizes them)"
-        },
+        metadata={"help": "side of the egocentric RGB frames of MiniGrid ids (a memory checkpoint of another size resizes them)"},
     )
     readouts: tuple[str, ...] = field(
         default=DEFAULT_READOUTS, metadata={"help": f"memory read-outs added to the observation, of {list(READOUTS)}"}
@@ -116,7 +115,8 @@ class AgentConfig:
         default=1,
         metadata={
             "help": "stack the last N observations (SB3's VecFrameStack, the baseline SB3 suggests before an LSTM); "
-            "observations that are not a Box are flattened one-hot first; memory none only"
+            "observations that are not a Box are flattened one-hot first; with a memory only the observation (or its code, "
+            "with --policy-input readouts) is stacked, not the read-outs"
         },
     )
     code_size: int = field(default=100, metadata={"help": "code size of a fresh machine (ignored with --memory-checkpoint)"})
@@ -225,13 +225,8 @@ def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu", mach
         raise ValueError(f"unknown read-outs {unknown}; choose from {list(READOUTS)}")
     if not isinstance(config.frame_stack, int) or isinstance(config.frame_stack, bool) or config.frame_stack < 1:
         raise ValueError(f"frame_stack must be an int >= 1, actual value: {config.frame_stack!r}")
-    if config.frame_stack > 1 and config.memory != "none":
-        raise ValueError(
-            f"--frame-stack {config.frame_stack} is the memory-less baseline: it stacks raw observations, and stacking the "
-            "memory's read-outs would multiply them; use --memory none, or --frame-stack 1 with a memory"
-        )
     make = [lambda: make_env(config.env_id, config.frame_size, config.env_kwargs, config.imports) for _ in range(config.num_envs)]
-    if config.frame_stack > 1:
+    if config.frame_stack > 1 and config.memory == "none":
         make = [lambda fn=fn: stackable(fn()) for fn in make]
     if config.memory == "none":
         make = [lambda fn=fn: agent_observations(fn()) for fn in make]
@@ -247,7 +242,7 @@ def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu", mach
     readouts = tuple(config.readouts)
     if config.policy_input == "readouts" and "code" not in readouts:
         readouts = ("code", *readouts)  # the observation's own code stands in for the pixels
-    return VecEpisodicMemory(
+    venv = VecEpisodicMemory(
         venv,
         make_machine(config, device, venv.observation_space) if machine is None else machine,
         readouts=() if config.policy_input == "pixels" else readouts,
@@ -257,6 +252,11 @@ def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu", mach
         novelty_reward=config.novelty_reward,
         observation=config.policy_input != "readouts",
     )
+    if config.frame_stack == 1:
+        return venv
+    # The observation's keys (or its code, standing in for them) in order; the read-outs summarise the episode already.
+    own = [key for key in venv.observation_space.spaces if key not in READOUTS]
+    return VecFrameStackKeys(venv, config.frame_stack, own if config.policy_input != "readouts" else ["code"])
 
 
 def _ignoring_sigint(make: Callable[[], gymnasium.Env]) -> gymnasium.Env:

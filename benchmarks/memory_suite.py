@@ -78,7 +78,6 @@ TASKS = {
 }
 POPGYM_TASKS = tuple(name for name, task in TASKS.items() if not task.minigrid)
 
-MEMORY_METHODS = ("ppo+dkm", "ppo+dkm-readouts", "ppo+km")
 METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options that make it
     "ppo": {"algo": "ppo", "memory": "none"},
     "ppo+framestack": {"algo": "ppo", "memory": "none", "frame_stack": 4},  # SB3's advice before an LSTM
@@ -86,6 +85,7 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
     "ppo+dkm": {"algo": "ppo", "memory": "dkm", "policy_input": "both"},
     "ppo+dkm-readouts": {"algo": "ppo", "memory": "dkm", "policy_input": "readouts"},
     "ppo+km": {"algo": "ppo", "memory": "km", "policy_input": "both"},
+    "ppo+dkm+framestack": {"algo": "ppo", "memory": "dkm", "policy_input": "both", "frame_stack": 4},  # order beside the memory
 }
 BASELINE = "recurrent_ppo"
 CURVE_KEY = "rollout/ep_rew_mean"

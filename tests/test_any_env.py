@@ -144,10 +144,39 @@ def test_frame_stack_keeps_the_last_observations_one_hot():
     np.testing.assert_array_equal(after["observation"][:, 4:8], newest)  # moved one slot back
 
 
-def test_frame_stack_trains_on_stacked_frames_and_refuses_a_memory(tmp_path, capsys):
-    train = ["train-agent", "--env-id", "MiniGrid-MemoryS7-v0", "--frame-size", "16", "--memory", "none", "--frame-stack", "2"]
-    assert main([*train, "--total-steps", "64", "--eval-episodes", "1", "--out", str(tmp_path / "a"), *AGENT]) == 0
+def test_frame_stack_trains_on_stacked_frames_with_and_without_a_memory(tmp_path):
+    train = ["train-agent", "--env-id", "MiniGrid-MemoryS7-v0", "--frame-size", "16", "--frame-stack", "2"]
+    for memory in ("none", "dkm"):
+        run = ["--memory", memory, "--total-steps", "64", "--eval-episodes", "1", "--out", str(tmp_path / memory)]
+        assert main([*train, *run, *AGENT]) == 0
     model = build_agent(AgentConfig(frame_size=16, memory="none", frame_stack=2, num_envs=2, device="cpu"))
     assert model.observation_space["observation"].shape == (6, 16, 16)  # two RGB frames, channels first for the CNN
-    assert main([*train[:-3], "dkm", "--frame-stack", "2", "--out", str(tmp_path / "b"), *AGENT]) == 2
-    assert "--frame-stack 2 is the memory-less baseline" in capsys.readouterr().err
+    model = build_agent(AgentConfig(frame_size=16, memory="dkm", frame_stack=2, num_envs=2, device="cpu"))
+    assert model.observation_space["observation"].shape == (6, 16, 16)
+    assert model.observation_space["memory"].shape == (32, 100)  # the read-outs are not stacked
+
+
+def test_frame_stack_beside_a_memory_stacks_the_observation_and_the_memory_reads_it_unstacked():
+    config = AgentConfig(env_id="popgym-RepeatPreviousEasy-v0", memory="dkm", frame_stack=3, num_envs=2, device="cpu")
+    venv = make_agent_env(config)
+    plain = make_agent_env(replace(config, frame_stack=1))
+    obs, unstacked = venv.reset(), plain.reset()
+    assert obs["observation"].shape == (2, 12) and not obs["observation"][:, :8].any()
+    np.testing.assert_array_equal(obs["observation"][:, -4:].argmax(1), unstacked["observation"])  # Discrete(4), one-hot
+    history = [unstacked["observation"]]
+    for _ in range(60):  # across an episode's end (51 steps)
+        actions = np.zeros(2, dtype=np.int64)
+        (obs, _, dones, infos), (unstacked, *_) = venv.step(actions), plain.step(actions)
+        np.testing.assert_array_equal(obs["memory"], unstacked["memory"])  # the same memory, written unstacked
+        history = [unstacked["observation"]] if dones.all() else [*history, unstacked["observation"]]
+        for slot, past in enumerate(history[-3:][::-1]):  # newest last in the stack
+            np.testing.assert_array_equal(obs["observation"][:, 8 - 4 * slot : 12 - 4 * slot].argmax(1), past)
+        if dones.any():
+            assert dones.all() and infos[0]["terminal_observation"]["observation"].shape == (12,)
+    assert obs["observation"][:, :4].any()
+
+
+def test_frame_stack_with_readouts_only_stacks_the_code():
+    config = AgentConfig(env_id="popgym-RepeatPreviousEasy-v0", memory="dkm", frame_stack=2, num_envs=2, device="cpu")
+    space = make_agent_env(replace(config, policy_input="readouts")).observation_space
+    assert "observation" not in space.spaces and space["code"].shape == (200,) and space["retrieval"].shape == (100,)
