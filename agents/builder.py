@@ -102,6 +102,13 @@ class AgentConfig:
             "(pixels: the memory still runs, e.g. for --novelty-reward)"
         },
     )
+    memory_head: Literal["attention", "linear"] = field(
+        default="attention",
+        metadata={
+            "help": "how the policy reads the memory read-out: attention over its rows queried by the observation, or "
+            "one linear layer of the whole matrix (README: the memory suite)"
+        },
+    )
     attractor_steps: int = field(default=5, metadata={"help": "code-space attractor iterations of the retrieval read-out"})
     novelty_reward: float = field(
         default=0.0,
@@ -305,7 +312,7 @@ def build_agent(config: AgentConfig, venv: VecEnv | None = None) -> BaseAlgorith
         venv,
         policy_kwargs={
             "features_extractor_class": MemoryFeaturesExtractor,
-            "features_extractor_kwargs": {"normalise_readouts": True},  # saved in agent.zip: see load_agent
+            "features_extractor_kwargs": {"normalise_readouts": True, "memory_head": config.memory_head},  # saved in agent.zip
         },
         seed=config.seed,
         device=device,

@@ -22,6 +22,7 @@ __all__ = ["MemoryFeaturesExtractor", "SmallImageCNN", "MemoryAttention", "symlo
 MEMORY_KEY = "memory"
 CODE_KEYS = ("retrieval", "code")  # read-outs in the machine's code space, of the machine's scale
 NOVELTY_KEY = "novelty"
+MEMORY_HEADS = ("attention", "linear")
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
@@ -81,7 +82,11 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
     - image keys (3-D boxes): :class:`SmallImageCNN`, ``cnn_features`` each;
     - other keys except ``memory`` (vectors such as ``retrieval`` and ``novelty``, discrete keys
       one-hot encoded by SB3): flattened, concatenated and passed through an MLP of ``mlp_features``;
-    - ``memory [K, C]``: :class:`MemoryAttention` queried by the features above, ``attention_dim``.
+    - ``memory [K, C]``, with ``memory_head="attention"``: :class:`MemoryAttention` queried by the features
+      above, ``attention_dim``; with ``memory_head="linear"``: one linear layer of all ``K * C`` entries,
+      ``attention_dim`` with a ReLU. What a memory holds about an episode is spread over all its rows
+      (every write updates every row it addresses), and a linear probe of the whole matrix reads
+      POPGym's answers (``benchmarks/popgym_probe.py``) where one attention query averages rows.
 
     ``features_dim`` is the sum of the parts.
 
@@ -92,7 +97,9 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
     so the policy sees inputs of order one whatever machine made them.
 
     :param observation_space: the (preprocessed, channels-first for images) Dict space.
-    :param normalise_readouts: normalise the memory read-outs as above; False feeds them raw.
+    :param normalise_readouts: normalise the memory read-outs as above; False feeds them raw. The linear
+        memory head normalises the whole ``[K, C]`` matrix at once, which keeps the rows' relative scales.
+    :param memory_head: ``"attention"`` or ``"linear"``, how the ``memory`` read-out becomes features.
     """
 
     def __init__(
@@ -103,7 +110,10 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
         mlp_features: int = 64,
         attention_dim: int = 64,
         normalise_readouts: bool = True,
+        memory_head: str = "attention",
     ) -> None:
+        if memory_head not in MEMORY_HEADS:
+            raise ValueError(f"memory_head must be one of {MEMORY_HEADS}, actual value: {memory_head!r}")
         if not isinstance(observation_space, spaces.Dict):
             raise ValueError(f"MemoryFeaturesExtractor needs Dict observations, got {observation_space}")
         image_keys = [
@@ -130,7 +140,11 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
             if flat_keys
             else None
         )
-        self.attention = MemoryAttention(query_dim, memory_space.shape[1], attention_dim) if memory_space is not None else None
+        self.attention = self.memory_linear = None
+        if memory_space is not None and memory_head == "attention":
+            self.attention = MemoryAttention(query_dim, memory_space.shape[1], attention_dim)
+        elif memory_space is not None:
+            self.memory_linear = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(memory_space.shape), attention_dim), nn.ReLU())
         self.normalise_readouts = normalise_readouts
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -138,9 +152,13 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
         if self.mlp is not None:
             parts.append(self.mlp(torch.cat([self._flat(k, observations[k]) for k in self.flat_keys], dim=1)))
         query = torch.cat(parts, dim=1)  # [N, query_dim]
+        memory = observations.get(MEMORY_KEY)  # [N, K, C]
+        if self.memory_linear is not None:
+            if self.normalise_readouts:
+                memory = F.layer_norm(memory, memory.shape[-2:])
+            return torch.cat([query, self.memory_linear(memory)], dim=1)
         if self.attention is None:
             return query
-        memory = observations[MEMORY_KEY]  # [N, K, C]
         if self.normalise_readouts:
             memory = F.layer_norm(memory, memory.shape[-1:])
         return torch.cat([query, self.attention(query, memory)], dim=1)

@@ -85,6 +85,7 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
     "ppo+dkm": {"algo": "ppo", "memory": "dkm", "policy_input": "both"},
     "ppo+dkm-readouts": {"algo": "ppo", "memory": "dkm", "policy_input": "readouts"},
     "ppo+km": {"algo": "ppo", "memory": "km", "policy_input": "both"},
+    "ppo+dkm-linear": {"algo": "ppo", "memory": "dkm", "policy_input": "both", "memory_head": "linear"},
     "ppo+dkm+framestack": {"algo": "ppo", "memory": "dkm", "policy_input": "both", "frame_stack": 4},  # order beside the memory
 }
 BASELINE = "recurrent_ppo"

@@ -177,3 +177,19 @@ def test_memory_metrics_need_the_memory_wrapper():
     model = PPO("MlpPolicy", DummyVecEnv([lambda: gymnasium.make("CartPole-v1")]), n_steps=8, batch_size=8, device="cpu")
     with pytest.raises(ValueError, match="needs a training environment wrapped in VecEpisodicMemory"):
         model.learn(8, callback=MemoryMetricsCallback())
+
+
+def test_the_linear_memory_head_keeps_the_rows_relative_scales_that_attention_normalises_away():
+    space = spaces.Dict({"novelty": spaces.Box(0.0, np.inf, (1,), np.float32), "memory": spaces.Box(-np.inf, np.inf, (4, 6))})
+    torch.manual_seed(0)
+    obs = {"novelty": torch.ones(1, 1), "memory": torch.randn(1, 4, 6)}
+    louder = {"novelty": obs["novelty"], "memory": obs["memory"] * torch.tensor([3.0, 1.0, 1.0, 1.0])[:, None]}
+    attention = MemoryFeaturesExtractor(space, mlp_features=8, attention_dim=5)
+    linear = MemoryFeaturesExtractor(space, mlp_features=8, attention_dim=5, memory_head="linear")
+    assert linear.features_dim == attention.features_dim == 13
+    with torch.no_grad():
+        torch.testing.assert_close(attention(obs), attention(louder))  # each row layer-normalised on its own
+        assert not torch.allclose(linear(obs)[:, 8:], linear(louder)[:, 8:])  # one norm over the whole matrix
+        torch.testing.assert_close(linear(obs), linear({"novelty": obs["novelty"], "memory": obs["memory"] * 7.0}))
+    with pytest.raises(ValueError, match="memory_head must be one of"):
+        MemoryFeaturesExtractor(space, memory_head="mean")
