@@ -29,7 +29,7 @@ from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import get_device
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack, VecMonitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack, VecMonitor, VecNormalize
 
 from episodic_memory import DynamicKanervaMachine, GenerativeMemory, KanervaMachine
 from episodic_memory.agents.extractors import MemoryFeaturesExtractor
@@ -107,6 +107,15 @@ class AgentConfig:
         metadata={
             "help": "how the policy reads the memory read-out: attention over its rows queried by the observation, or "
             "one linear layer of the whole matrix (README: the memory suite)"
+        },
+    )
+    standardise_readouts: bool = field(
+        default=False,
+        metadata={
+            "help": "standardise each entry of the vector read-outs (retrieval, code, memory) by its running mean and std "
+            "(SB3's VecNormalize on those keys, saved beside the agent as readout_stats.pkl): what differs between "
+            "episodes is a few percent of the memory's prior, which the policy then sees at order one (README: the "
+            "memory suite); needs a memory"
         },
     )
     attractor_steps: int = field(default=5, metadata={"help": "code-space attractor iterations of the retrieval read-out"})
@@ -212,12 +221,23 @@ def _obs_key(config: AgentConfig) -> str | tuple[str, ...] | None:
     return config.obs_key[0] if len(config.obs_key) == 1 else tuple(config.obs_key)
 
 
-def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu", machine: GenerativeMemory | None = None) -> VecEnv:
+def make_agent_env(
+    config: AgentConfig,
+    device: str | torch.device = "cpu",
+    machine: GenerativeMemory | None = None,
+    readout_stats: str | Path | None = None,
+) -> VecEnv:
     """``num_envs`` environments (:func:`~episodic_memory.envs.gym_envs.make_env`), vectorised, monitored (episode
-    returns and lengths for SB3's ``rollout/`` metrics), wrapped in :class:`VecEpisodicMemory` unless ``memory="none"``.
+    returns and lengths for SB3's ``rollout/`` metrics), wrapped in :class:`VecEpisodicMemory` unless ``memory="none"``,
+    then (``standardise_readouts``) in SB3's ``VecNormalize`` of the vector read-outs.
 
     :param machine: the memory's machine; None makes one (:func:`make_machine`).
+    :param readout_stats: with ``standardise_readouts``, a ``VecNormalize`` file (``VecNormalize.save``) whose
+        running statistics to start from, e.g. a trained agent's; None starts them afresh. They keep updating
+        while the wrapper's ``training`` is True (set it False to evaluate).
     """
+    if config.standardise_readouts and (config.memory == "none" or config.policy_input == "pixels"):
+        raise ValueError("--standardise-readouts standardises the memory's read-outs: it needs a memory and read-outs")
     if config.memory == "none" and config.novelty_reward != 0:
         raise ValueError(
             f"novelty_reward={config.novelty_reward!r} needs an episodic memory, but memory='none'; "
@@ -259,11 +279,16 @@ def make_agent_env(config: AgentConfig, device: str | torch.device = "cpu", mach
         novelty_reward=config.novelty_reward,
         observation=config.policy_input != "readouts",
     )
-    if config.frame_stack == 1:
+    if config.frame_stack > 1:
+        # The observation's keys (or its code, standing in for them) in order; the read-outs summarise the episode already.
+        own = [key for key in venv.observation_space.spaces if key not in READOUTS]
+        venv = VecFrameStackKeys(venv, config.frame_stack, own if config.policy_input != "readouts" else ["code"])
+    if not config.standardise_readouts:
         return venv
-    # The observation's keys (or its code, standing in for them) in order; the read-outs summarise the episode already.
-    own = [key for key in venv.observation_space.spaces if key not in READOUTS]
-    return VecFrameStackKeys(venv, config.frame_stack, own if config.policy_input != "readouts" else ["code"])
+    if readout_stats is not None:
+        return VecNormalize.load(str(readout_stats), venv)
+    keys = [key for key in ("retrieval", "code", "memory") if key in venv.observation_space.spaces]
+    return VecNormalize(venv, norm_obs=True, norm_reward=False, norm_obs_keys=keys)
 
 
 def _ignoring_sigint(make: Callable[[], gymnasium.Env]) -> gymnasium.Env:

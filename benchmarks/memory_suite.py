@@ -86,6 +86,13 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
     "ppo+dkm-readouts": {"algo": "ppo", "memory": "dkm", "policy_input": "readouts"},
     "ppo+km": {"algo": "ppo", "memory": "km", "policy_input": "both"},
     "ppo+dkm-linear": {"algo": "ppo", "memory": "dkm", "policy_input": "both", "memory_head": "linear"},
+    "ppo+dkm-linear+std": {  # and each read-out entry standardised by its running statistics
+        "algo": "ppo",
+        "memory": "dkm",
+        "policy_input": "both",
+        "memory_head": "linear",
+        "standardise_readouts": True,
+    },
     "ppo+dkm+framestack": {"algo": "ppo", "memory": "dkm", "policy_input": "both", "frame_stack": 4},  # order beside the memory
 }
 BASELINE = "recurrent_ppo"

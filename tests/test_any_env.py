@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from dataclasses import replace
 
@@ -180,3 +181,42 @@ def test_frame_stack_with_readouts_only_stacks_the_code():
     config = AgentConfig(env_id="popgym-RepeatPreviousEasy-v0", memory="dkm", frame_stack=2, num_envs=2, device="cpu")
     space = make_agent_env(replace(config, policy_input="readouts")).observation_space
     assert "observation" not in space.spaces and space["code"].shape == (200,) and space["retrieval"].shape == (100,)
+
+
+def test_standardised_readouts_are_order_one_saved_with_the_agent_and_frozen_in_evaluation(tmp_path):
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from episodic_memory.train.train_agent import READOUT_STATS_FILE, make_evaluation_env
+
+    config = AgentConfig(env_id="popgym-RepeatFirstEasy-v0", memory="dkm", standardise_readouts=True, num_envs=4, device="cpu")
+    venv = make_agent_env(config)
+    raw = make_agent_env(replace(config, standardise_readouts=False))
+    venv.reset(), raw.reset()
+    memories, raw_memories = [], []
+    for _ in range(300):
+        actions = np.zeros(4, dtype=np.int64)
+        (obs, *_), (raw_obs, *_) = venv.step(actions), raw.step(actions)
+        memories.append(obs["memory"]), raw_memories.append(raw_obs["memory"])
+    memories, raw_memories = np.concatenate(memories[100:]), np.concatenate(raw_memories[100:])  # [800, K, C]
+    assert np.abs(raw_memories.mean(0)).mean() > 10 * raw_memories.std(0).mean()  # raw: the prior, nearly constant
+    assert np.abs(memories.mean(0)).mean() < 0.5 and 0.5 < memories.std(0).mean() < 1.5  # standardised entry by entry
+    assert obs["observation"].dtype == raw_obs["observation"].dtype and np.array_equal(obs["novelty"] > 0, raw_obs["novelty"] > 0)
+
+    run = tmp_path / "run"
+    train = ["train-agent", "--env-id", "popgym-RepeatFirstEasy-v0", "--memory", "dkm", "--standardise-readouts", "true"]
+    assert (
+        main([*train, "--total-steps", "128", "--checkpoint-every", "64", "--eval-episodes", "1", "--out", str(run), *AGENT]) == 0
+    )
+    assert (run / READOUT_STATS_FILE).is_file() and (run / "checkpoints" / "step-000000064" / READOUT_STATS_FILE).is_file()
+    evaluation = make_evaluation_env(run, replace(config, num_envs=1), seed=5)
+    saved = pickle.loads((run / READOUT_STATS_FILE).read_bytes())  # VecNormalize.save pickles the wrapper without its env
+    assert isinstance(evaluation, VecNormalize) and not evaluation.training
+    np.testing.assert_array_equal(evaluation.obs_rms["memory"].mean, saved.obs_rms["memory"].mean)
+    evaluation.reset(), evaluation.step(np.zeros(1, dtype=np.int64))
+    np.testing.assert_array_equal(evaluation.obs_rms["memory"].mean, saved.obs_rms["memory"].mean)  # frozen
+    assert main([*train, "--total-steps", "192", "--eval-episodes", "0", "--out", str(run), "--resume", *AGENT]) == 0
+    (run / READOUT_STATS_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match="read-out statistics the agent was trained with"):
+        make_evaluation_env(run, config, seed=5)
+    with pytest.raises(ValueError, match="needs a memory and read-outs"):
+        make_agent_env(replace(config, memory="none"))

@@ -22,6 +22,7 @@ A checkpoint directory appears whole or not at all. ``train-agent --resume`` con
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -38,7 +39,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
 from stable_baselines3.common.utils import set_random_seed
-from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_wrapper
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_wrapper
 
 from episodic_memory import DynamicKanervaMachine, KanervaMachine, read_checkpoint_header
 from episodic_memory.agents.builder import (
@@ -71,6 +72,7 @@ __all__ = [
 ]
 
 MACHINE_FILE = "machine.safetensors"  # the agent's memory machine, beside agent.zip
+READOUT_STATS_FILE = "readout_stats.pkl"  # the running statistics of --standardise-readouts (VecNormalize.save)
 CHECKPOINT_FORMAT = 1
 # Options that may differ between a run and its resumption; all others define the experiment.
 RESUMABLE_CHANGES = {
@@ -209,6 +211,9 @@ def train_agent(
     memory = unwrap_vec_wrapper(model.get_env(), VecEpisodicMemory)
     if memory is not None:  # the machine the agent learns to read (a resumed run's: its checkpoint's); evaluations read with it
         memory.core.machine.save(out / MACHINE_FILE)
+    readout_stats = unwrap_vec_wrapper(model.get_env(), VecNormalize)
+    if readout_stats is not None:  # saved again with every checkpoint and at the end; evaluations read with the latest
+        readout_stats.save(out / READOUT_STATS_FILE)
     run_logger = RunLogger(
         out, config.wandb_mode, config.wandb_project, dataclasses.asdict(config), out.name, trainer.get("wandb_id")
     )
@@ -250,6 +255,8 @@ def train_agent(
     }
     if not interrupted:
         model.save(out / "agent.zip")
+        if readout_stats is not None:
+            readout_stats.save(out / READOUT_STATS_FILE)
         (out / "agent_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
         if config.eval_episodes > 0:
             summary["evaluation"] = evaluate_agent(out / "agent.zip", config.eval_episodes, seed=config.seed + 10_000)
@@ -267,7 +274,8 @@ def _model(config: TrainAgentConfig, checkpoint: Path | None) -> BaseAlgorithm:
     else:  # the checkpoint's machine, new episodes seeded from (seed, step): see train_agent
         seed = _resume_seed(config.seed, _read_trainer(checkpoint)["step"])
         machine = {"memory_checkpoint": str(checkpoint / MACHINE_FILE)} if config.memory != "none" else {}
-        venv = make_agent_env(dataclasses.replace(config, seed=seed, **machine), config.device)
+        stats = checkpoint / READOUT_STATS_FILE if config.standardise_readouts else None
+        venv = make_agent_env(dataclasses.replace(config, seed=seed, **machine), config.device, readout_stats=stats)
     try:
         if config.algo in OFF_POLICY:
             print(replay_buffer_summary(config, venv))
@@ -401,6 +409,9 @@ class _Checkpoints(BaseCallback):
         (tmp / "agent_config.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=2))
         if (self.out / MACHINE_FILE).is_file():
             shutil.copyfile(self.out / MACHINE_FILE, tmp / MACHINE_FILE)
+        readout_stats = unwrap_vec_wrapper(self.model.get_env(), VecNormalize)
+        if readout_stats is not None:
+            readout_stats.save(tmp / READOUT_STATS_FILE)
         if self.config.algo in OFF_POLICY:
             self.model.save_replay_buffer(tmp / "replay_buffer.pkl")
         trainer = {"format_version": CHECKPOINT_FORMAT, "step": self.model.num_timesteps, "wandb_id": self.run_logger.run_id}
@@ -442,9 +453,17 @@ def make_evaluation_env(run_dir: str | Path, config: AgentConfig, seed: int, dev
 
     Only the environments' seed differs from training: the machine is the one the agent was
     trained with, never a fresh one drawn from ``seed``. Run directories written before the
-    machine was saved beside the agent fall back to ``config.memory_checkpoint``.
+    machine was saved beside the agent fall back to ``config.memory_checkpoint``. With
+    ``standardise_readouts`` the read-outs are standardised by the agent's ``readout_stats.pkl``,
+    frozen (not updated by the evaluation).
     """
     machine = Path(run_dir) / MACHINE_FILE
+    stats = Path(run_dir) / READOUT_STATS_FILE
+    if config.standardise_readouts and not stats.is_file():
+        raise FileNotFoundError(
+            f"{str(stats)!r} is missing: it holds the read-out statistics the agent was trained with (written by "
+            "`episodic-memory train-agent` next to agent.zip); train the agent again"
+        )
     env_config = dataclasses.replace(config, seed=seed)
     if config.memory != "none" and machine.is_file():
         env_config = dataclasses.replace(env_config, memory_checkpoint=str(machine))
@@ -453,7 +472,10 @@ def make_evaluation_env(run_dir: str | Path, config: AgentConfig, seed: int, dev
             f"{str(machine)!r} is missing: it holds the memory the agent was trained with (written by "
             "`episodic-memory train-agent` next to agent.zip); train the agent again"
         )
-    return make_agent_env(env_config, device)
+    venv = make_agent_env(env_config, device, readout_stats=stats if config.standardise_readouts else None)
+    if isinstance(venv, VecNormalize):
+        venv.training = False
+    return venv
 
 
 def _check_memory_checkpoint(config: AgentConfig, source: str, if_missing: str) -> None:
@@ -532,6 +554,9 @@ class _PeriodicEvaluation(BaseCallback):
         if self.num_timesteps >= self._next:
             self._next += self.every
             start = time.perf_counter()
+            training_stats = unwrap_vec_wrapper(self.training_env, VecNormalize)
+            if training_stats is not None:  # the statistics the policy reads with now
+                unwrap_vec_wrapper(self.venv, VecNormalize).obs_rms = copy.deepcopy(training_stats.obs_rms)
             returns, successes = run_episodes(self.model, self.venv, self.episodes)
             self.seconds += time.perf_counter() - start
             self.logger.record("eval/success_rate", float(np.mean(successes)))
