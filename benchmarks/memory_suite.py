@@ -214,6 +214,21 @@ def results_table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join([*lines, "", *comparisons(results)])
 
 
+def mmer_table(results: Sequence[dict[str, Any]]) -> str:
+    """MMER at a glance: one row per method, one column per task (mean ± std over seeds), and the
+    method's median training fps over the tasks."""
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    lines = ["| method | " + " | ".join(tasks) + " | fps (median) |", "|" + "---|" * (len(tasks) + 2)]
+    for method in dict.fromkeys(r["method"] for r in results):
+        cells = []
+        for task in tasks:
+            values = [r["mmer"] for r in results if (r["task"], r["method"]) == (task, method)]
+            cells.append(f"{_mean_std(values)} ({len(values)})" if values else "")
+        fps = statistics.median(r["fps"] for r in results if r["method"] == method)
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {fps:.0f} |")
+    return "\n".join(lines)
+
+
 def comparisons(results: Sequence[dict[str, Any]]) -> list[str]:
     """For every method with RecurrentPPO beside it: on how many POPGym tasks its mean MMER matches or
     beats RecurrentPPO's, and its training speed over RecurrentPPO's (median over tasks)."""
@@ -272,7 +287,7 @@ def report(out: Path, results: list[dict[str, Any]], args: argparse.Namespace) -
     """Write ``results.json``, ``results.md`` and ``learning_curves.png``; print the table."""
     (out / "results.json").write_text(json.dumps(results, indent=2))
     title = f"{args.steps:,} steps per run, {args.num_envs} envs, default PPO hyperparameters, 1 torch thread per run"
-    table = f"{title}\n\n{results_table(results)}\n"
+    table = f"{title}\n\nMMER (seeds in brackets)\n\n{mmer_table(results)}\n\n{results_table(results)}\n"
     (out / "results.md").write_text(table)
     print(f"\n{table}\n{plot_learning_curves(out, results)}")
 

@@ -89,3 +89,16 @@ def test_the_probe_finds_the_paid_action_of_popgym_tasks() -> None:
         assert popgym_probe.correct_action(env.unwrapped, env.action_space) == seen.count(query)  # how often it was dealt
         obs, *_ = env.step(0)
         seen.append(int(obs[0]))
+
+
+def test_the_mmer_table_has_a_row_per_method_and_a_column_per_task() -> None:
+    results = [
+        _row("RepeatFirstEasy", "ppo", -0.4, 1000),
+        _row("RepeatFirstEasy", "ppo", -0.2, 1000, seed=1),
+        _row("CountRecallEasy", "ppo", -0.9, 500),
+        _row("CountRecallEasy", "ppo+dkm", -0.8, 300),
+    ]
+    lines = suite.mmer_table(results).splitlines()
+    assert lines[0] == "| method | RepeatFirstEasy | CountRecallEasy | fps (median) |"
+    assert lines[2] == "| ppo | -0.30 ± 0.10 (2) | -0.90 (1) | 1000 |"
+    assert lines[3] == "| ppo+dkm |  | -0.80 (1) | 300 |"
