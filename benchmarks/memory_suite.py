@@ -45,6 +45,7 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from episodic_memory.train.curves import training_curve
 from episodic_memory.train.train_agent import TrainAgentConfig, evaluate_agent, latest_agent_checkpoint, train_agent
 
 
@@ -93,16 +94,17 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
         "memory_head": "linear",
         "standardise_readouts": True,
     },
+    "ppo+dkm-linear+std+framestack": {
+        "algo": "ppo",
+        "memory": "dkm",
+        "policy_input": "both",
+        "memory_head": "linear",
+        "standardise_readouts": True,
+        "frame_stack": 4,
+    },
     "ppo+dkm+framestack": {"algo": "ppo", "memory": "dkm", "policy_input": "both", "frame_stack": 4},  # order beside the memory
 }
 BASELINE = "recurrent_ppo"
-CURVE_KEY = "rollout/ep_rew_mean"
-
-
-def training_curve(run_dir: Path) -> list[tuple[int, float]]:
-    """``(step, mean return of the last 100 training episodes)`` after every rollout, from ``metrics.jsonl``."""
-    records = (json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line)
-    return [(int(r["step"]), float(r[CURVE_KEY])) for r in records if CURVE_KEY in r]
 
 
 def curve_scores(curve: Sequence[tuple[int, float]], threshold: float | None) -> dict[str, Any]:

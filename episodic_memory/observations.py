@@ -40,6 +40,7 @@ from episodic_memory.preprocessing import InputSpec
 
 __all__ = ["ObservationEncoding", "batch_of_one", "describe_space", "image_space", "is_text", "readable_keys"]
 
+
 def _bound(values: np.ndarray) -> float | list:
     """A Box bound as JSON: one number when all entries agree (images: one low and one high), else the nested list.
 

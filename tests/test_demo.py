@@ -50,14 +50,29 @@ def test_plan_defaults_and_overrides():
     small = make_plan(DemoConfig())
     assert small.out == Path("runs/demo") and make_plan(DemoConfig(scale="full")).out == Path("runs/demo-full")
     assert small.pretrain.data == small.collect.out == str(Path("runs/demo/data"))
-    assert {name: agent.memory for name, agent in small.agents.items()} == {"ppo+dkm": "dkm", "ppo": "none"}
+    memories = {name: agent.memory for name, agent in small.agents.items()}
+    assert memories == {"ppo+dkm": "dkm", "ppo": "none", "second:ppo+dkm": "dkm", "second:ppo": "none"}
     assert Path(small.agents["ppo+dkm"].memory_checkpoint).is_absolute()
     assert small.agents["ppo"].env_id == "MiniGrid-MemoryS7-v0" and small.agents["ppo"].num_envs == 8
+    second = small.agents["second:ppo+dkm"]
+    assert second.env_id == small.agents["second:ppo"].env_id == "popgym-RepeatFirstEasy-v0" and second.imports == ("popgym",)
+    assert second.memory_checkpoint is None and second.memory_head == "linear" and second.standardise_readouts  # fresh
+    assert second.total_steps == 50_000 and make_plan(DemoConfig(scale="full")).agents["second:ppo"].total_steps == 100_000
     plan = make_plan(
-        DemoConfig(out="x", seed=3, layouts_per_env=5, pretrain_steps=7, agent_steps=99, agent_eval_episodes=4, device="cpu")
+        DemoConfig(
+            out="x",
+            seed=3,
+            layouts_per_env=5,
+            pretrain_steps=7,
+            agent_steps=99,
+            second_agent_steps=77,
+            agent_eval_episodes=4,
+            device="cpu",
+        )
     )
     assert (plan.collect.layouts_per_env, plan.pretrain.steps, plan.agent_eval_episodes) == (5, 7, 4)
-    assert all(a.total_steps == 99 and a.seed == 3 and a.device == "cpu" for a in plan.agents.values())
+    assert [a.total_steps for a in plan.agents.values()] == [99, 99, 77, 77]
+    assert all(a.seed == 3 and a.device == "cpu" for a in plan.agents.values())
     assert plan.pretrain.seed == plan.collect.seed == plan.evaluation.seed == 3
 
 
@@ -110,10 +125,10 @@ def test_every_listed_artefact_exists(demo):
         "agent.zip",
         "evaluation.json",
     }
-    assert len(summary["wandb_runs"]) == 3  # pretraining and the two agents
+    assert len(summary["wandb_runs"]) == 5  # pretraining and the four agents
     for run_dir, line in zip(summary["wandb_runs"], summary["wandb_sync"], strict=True):
         assert Path(run_dir).is_dir() and line == f"wandb sync {run_dir}" and line in printed
-    for stage in ("collect", "pretrain", "evaluate", "ppo+dkm", "ppo"):
+    for stage in ("collect", "pretrain", "evaluate", "ppo+dkm", "ppo", "second:ppo+dkm", "second:ppo"):
         assert summary["timings"][stage]["seconds"] > 0 and not summary["timings"][stage]["reused"]
 
 
@@ -135,16 +150,21 @@ def test_summary_numbers_are_those_of_the_stage_reports(demo):
     assert memory["denoising_mse_converged"] == converged["mse"][-1]
     assert memory["denoising_converged_iterations"] == converged["iterations"]
     assert f"{report['conditional_nll']['bits_per_dim']:.3f} bits/dim" in printed
-    for name, directory in (("ppo+dkm", "ppo-dkm"), ("ppo", "ppo")):
+    agents = (("ppo+dkm", "ppo-dkm"), ("ppo", "ppo"), ("second:ppo+dkm", "second-ppo-dkm"), ("second:ppo", "second-ppo"))
+    for name, directory in agents:
         evaluation = json.loads((out / directory / "evaluation.json").read_text())
         agent = summary["agents"][name]
+        records = [json.loads(line) for line in (out / directory / "metrics.jsonl").read_text().splitlines()]
+        returns = [r["rollout/ep_rew_mean"] for r in records if "rollout/ep_rew_mean" in r]
+        assert agent["mmer"] == (max(returns) if returns else None)
         assert (agent["success_rate"], agent["mean_return"], agent["episodes"]) == (
             evaluation["success_rate"],
             evaluation["mean_return"],
             evaluation["episodes"],
         )
         assert agent["steps"] >= 64 and agent["fps"] > 0
-        assert evaluation["memory"] == ("dkm" if name == "ppo+dkm" else "none")
+        assert evaluation["memory"] == ("dkm" if name.endswith("ppo+dkm") else "none")
+    assert "agents on popgym-RepeatFirstEasy-v0: a fresh DKM" in printed
 
 
 def test_a_second_run_reuses_the_finished_stages(demo):
@@ -155,7 +175,7 @@ def test_a_second_run_reuses_the_finished_stages(demo):
     status, printed = run(["--scale", "tiny", "--out", str(out), "--wandb-mode", "offline"])
     assert status == 0
     assert [f.stat().st_mtime_ns for f in files] == before
-    assert printed.count("reusing the finished stage") == 5
+    assert printed.count("reusing the finished stage") == 7
     second = json.loads((out / SUMMARY).read_text())
     assert all(timing["reused"] for timing in second["timings"].values())
     assert second["memory"] == first["memory"] and second["agents"] == first["agents"]
@@ -171,7 +191,7 @@ def test_an_interrupted_pretraining_continues_from_its_checkpoint(demo):
     status, printed = run(["--scale", "tiny", "--out", str(out), "--wandb-mode", "disabled"])
     assert status == 0 and "continuing the unfinished stage" in printed
     assert (out / "dkm" / "model.safetensors").read_bytes() == model  # exact resumption: the same model...
-    assert printed.count("reusing the finished stage") == 4  # ...so the evaluation and the agents are reused
+    assert printed.count("reusing the finished stage") == 6  # ...so the evaluation and the agents are reused
     assert json.loads(record_path.read_text())["status"] == "finished"
 
 
@@ -180,7 +200,7 @@ def test_a_stage_with_missing_files_is_redone_and_the_rest_reused(demo):
     (out / "eval" / "report.json").unlink()
     status, printed = run(["--scale", "tiny", "--out", str(out), "--wandb-mode", "disabled"])
     assert status == 0 and (out / "eval" / "report.json").is_file()
-    assert "of its files are missing" in printed and printed.count("reusing the finished stage") == 4
+    assert "of its files are missing" in printed and printed.count("reusing the finished stage") == 6
 
 
 def test_never_reuses_a_stage_made_with_other_settings(demo):

@@ -14,7 +14,10 @@ Stages, each a library call (no subprocesses), each with its own directory under
 4. ``ppo-dkm/``  train PPO on a MiniGrid memory task with the pretrained memory wrapped around the
    environments, then evaluate it (:func:`~episodic_memory.train.train_agent.train_agent`,
    :func:`~episodic_memory.train.train_agent.evaluate_agent`);
-5. ``ppo/``      the same PPO without the memory, the baseline.
+5. ``ppo/``      the same PPO without the memory, the baseline;
+6. ``second-ppo-dkm/`` PPO with a fresh DKM (no pretraining) on a second task, one where the memory suite
+   shows the memory paying at this budget (POPGym's RepeatFirstEasy: say the suit of the episode's first card);
+7. ``second-ppo/``     the same PPO without the memory.
 
 Then a results table, the time of every stage, the path of every artefact and the ``wandb sync``
 command of every offline wandb run; ``out/demo_summary.json`` holds the same.
@@ -46,6 +49,7 @@ from episodic_memory.envs.collect import CollectConfig, collect
 from episodic_memory.envs.dataset import FrameDataset
 from episodic_memory.envs.shards import MANIFEST_NAME
 from episodic_memory.train.config import field
+from episodic_memory.train.curves import training_curve
 from episodic_memory.train.evaluate import EvaluationConfig, evaluate_models
 from episodic_memory.train.pretrain import PretrainConfig, pretrain, resolve_device
 from episodic_memory.train.train_agent import TrainAgentConfig, evaluate_agent, train_agent
@@ -70,6 +74,7 @@ class Scale:
     evaluation: dict[str, Any]  # EvaluationConfig fields
     agent: dict[str, Any]  # TrainAgentConfig fields
     agent_eval_episodes: int
+    second_agent: dict[str, Any]  # TrainAgentConfig fields of the second task's agents
 
 
 # The model and optimiser of configs/pretrain-mazes.yaml (the README's comparison runs); tests/test_demo.py checks it.
@@ -99,6 +104,7 @@ SCALES: dict[str, Scale] = {
         },
         agent={"total_steps": 40_000, "num_envs": 8, "checkpoint_every": 20_000},
         agent_eval_episodes=50,
+        second_agent={"total_steps": 50_000, "num_envs": 8, "checkpoint_every": 25_000},
     ),
     "full": Scale(
         duration="about an hour on a 2-core CPU",
@@ -109,6 +115,7 @@ SCALES: dict[str, Scale] = {
         evaluation={},  # EvaluationConfig's defaults, as `episodic-memory evaluate`
         agent={"total_steps": 200_000, "num_envs": 8, "checkpoint_every": 50_000},
         agent_eval_episodes=100,
+        second_agent={"total_steps": 100_000, "num_envs": 8, "checkpoint_every": 50_000},
     ),
     # Not offered by --help: a few seconds, for the tests.
     "tiny": Scale(
@@ -145,6 +152,15 @@ SCALES: dict[str, Scale] = {
         },
         agent={"total_steps": 64, "num_envs": 2, "n_steps": 16, "batch_size": 16, "checkpoint_every": 32},
         agent_eval_episodes=2,
+        second_agent={
+            "total_steps": 64,
+            "num_envs": 2,
+            "n_steps": 32,
+            "batch_size": 16,
+            "checkpoint_every": 32,
+            "code_size": 12,
+            "num_slots": 6,
+        },
     ),
 }
 PUBLIC_SCALES = ("small", "full")
@@ -154,7 +170,17 @@ STAGE_LABELS = {
     "evaluate": "3 evaluate the DKM",
     "ppo+dkm": "4 PPO+DKM: train, evaluate",
     "ppo": "5 PPO (no memory): train, evaluate",
+    "second:ppo+dkm": "6 task 2, PPO+DKM: train, evaluate",
+    "second:ppo": "7 task 2, PPO: train, evaluate",
 }
+STAGES = len(STAGE_LABELS)
+# What backs the second task: `python benchmarks/memory_suite.py` (README: the memory suite), 50k steps, seeds 0-2.
+SECOND_TASK_EVIDENCE = (
+    "the memory suite on RepeatFirstEasy, 50k steps, seeds 0-2: MMER PPO+DKM 0.16 / 0.25 / 0.49, "
+    "PPO -0.42 / -0.44 / -0.46 (chance is about -0.5); one seed is a single draw, see README: the memory suite"
+)
+# The memory agent of the second task: the suite's best settings on POPGym (README: the memory suite).
+SECOND_MEMORY = {"memory": "dkm", "memory_head": "linear", "standardise_readouts": True}
 
 
 @dataclass
@@ -170,6 +196,13 @@ class DemoConfig:
     )
     wandb_project: str = field("episodic-memory", "wandb project")
     env_id: str = field("MiniGrid-MemoryS7-v0", "MiniGrid task of the agents")
+    second_env_id: str = field(
+        "popgym-RepeatFirstEasy-v0",
+        "second task: PPO with a fresh DKM (no pretraining) against PPO, where the memory suite shows the memory paying "
+        "at this budget",
+    )
+    second_imports: tuple[str, ...] = field(("popgym",), "modules to import for --second-env-id (registers its id)")
+    second_agent_steps: int | None = field(None, "environment steps of each second-task agent (None: 50,000 small, 100,000 full)")
     layouts_per_env: int | None = field(None, "maze layouts collected per env id (None: 30 small, 150 full)")
     pretrain_steps: int | None = field(None, "DKM training steps of 16 episodes x 32 frames (None: 500 small, 3000 full)")
     agent_steps: int | None = field(None, "environment steps of each agent (None: 40,000 small, 200,000 full)")
@@ -184,7 +217,7 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
             raise ValueError(f"scale must be one of {PUBLIC_SCALES}, actual value: {self.scale!r}")
-        for name in ("layouts_per_env", "pretrain_steps", "agent_steps", "agent_eval_episodes"):
+        for name in ("layouts_per_env", "pretrain_steps", "agent_steps", "agent_eval_episodes", "second_agent_steps"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive int, actual value: {value!r}")
@@ -203,7 +236,7 @@ class DemoPlan:
     collect: CollectConfig
     pretrain: PretrainConfig
     evaluation: EvaluationConfig
-    agents: dict[str, TrainAgentConfig]  # "ppo+dkm" (with the pretrained memory) and "ppo" (without)
+    agents: dict[str, TrainAgentConfig]  # "ppo+dkm" (pretrained memory), "ppo"; "second:ppo+dkm" (fresh), "second:ppo"
     agent_eval_episodes: int
 
     @property
@@ -252,9 +285,20 @@ def make_plan(config: DemoConfig) -> DemoPlan:
         "eval_episodes": 0,  # evaluated by the demo, with the scale's number of episodes
     }
     memory_checkpoint = str((out / "dkm" / "model.safetensors").absolute())  # agent_config.json works from any directory
+    second = {
+        **scale.second_agent,
+        **common,
+        "env_id": config.second_env_id,
+        "imports": config.second_imports,
+        "algo": "ppo",
+        "total_steps": config.second_agent_steps or scale.second_agent["total_steps"],
+        "eval_episodes": 0,
+    }
     agents = {
         "ppo+dkm": TrainAgentConfig(**agent, out=str(out / "ppo-dkm"), memory="dkm", memory_checkpoint=memory_checkpoint),
         "ppo": TrainAgentConfig(**agent, out=str(out / "ppo"), memory="none"),
+        "second:ppo+dkm": TrainAgentConfig(**second, out=str(out / "second-ppo-dkm"), **SECOND_MEMORY),
+        "second:ppo": TrainAgentConfig(**second, out=str(out / "second-ppo"), memory="none"),
     }
     return DemoPlan(
         out=out,
@@ -358,7 +402,7 @@ def _threads(count: int) -> Iterator[None]:
 
 def _run_stage(stage: _Stage, number: int, work: Callable[[bool], dict[str, Any]], timings: dict[str, dict]) -> dict:
     """Reuse the stage's finished result, or run ``work(resume)`` and record its result and time."""
-    print(f"\n=== [{number}/5] {stage.title} -> {stage.dir}", flush=True)
+    print(f"\n=== [{number}/{STAGES}] {stage.title} -> {stage.dir}", flush=True)
     record = stage.previous()
     if stage.reusable(record):
         assert record is not None
@@ -473,10 +517,12 @@ def _agent(plan: DemoPlan, name: str, threads: int, progress: bool) -> dict[str,
     artefacts = {"agent": "agent.zip", "evaluation": "evaluation.json", "metrics": "metrics.jsonl", "progress": "progress.csv"}
     if (out / "checkpoints").is_dir():
         artefacts["checkpoints"] = "checkpoints"
+    curve = training_curve(out)
     return {
         "steps": summary["steps"],
         "train_seconds": summary["train_seconds"],
         "fps": summary["fps"],
+        "mmer": max(r for _, r in curve) if curve else None,
         "eval_seconds": eval_seconds,
         "success_rate": evaluation["success_rate"],
         "mean_return": evaluation["mean_return"],
@@ -499,7 +545,8 @@ def run_demo(config: DemoConfig, progress: bool = True) -> int:
     print(
         f"  collect {plan.collect.layouts_per_env * len(plan.collect.envs) * plan.collect.steps_per_layout:,} frames -> "
         f"pretrain the DKM {plan.pretrain.steps} steps -> evaluate it -> "
-        f"PPO+DKM and PPO, {plan.agents['ppo'].total_steps:,} steps each on {config.env_id} -> evaluate both"
+        f"PPO+DKM and PPO, {plan.agents['ppo'].total_steps:,} steps each on {config.env_id} -> evaluate both -> "
+        f"the same, {plan.agents['second:ppo'].total_steps:,} steps each on {config.second_env_id} with a fresh DKM"
     )
     out.mkdir(parents=True, exist_ok=True)
     manifest = Path(plan.collect.out) / MANIFEST_NAME
@@ -537,14 +584,20 @@ def run_demo(config: DemoConfig, progress: bool = True) -> int:
         results["evaluate"] = _run_stage(stage, 3, lambda resume: _evaluate_memory(plan, config.device, config.threads), timings)
 
         agent_fields = run_fields | {"memory_checkpoint", "checkpoint_every"}
-        for number, name, title in ((4, "ppo+dkm", "PPO with the DKM memory"), (5, "ppo", "PPO without memory (baseline)")):
+        agent_stages = (
+            (4, "ppo+dkm", "PPO with the DKM memory"),
+            (5, "ppo", "PPO without memory (baseline)"),
+            (6, "second:ppo+dkm", "PPO with a fresh DKM memory"),
+            (7, "second:ppo", "PPO without memory (baseline)"),
+        )
+        for number, name, title in agent_stages:
             agent = plan.agents[name]
             stage = _Stage(
                 name,
-                f"{title} on {config.env_id}: train, evaluate",
+                f"{title} on {agent.env_id}: train, evaluate",
                 Path(agent.out),
                 {**_settings(agent, agent_fields), "eval_episodes": plan.agent_eval_episodes},
-                {"model": _sha256(plan.model)} if agent.memory != "none" else {},
+                {"model": _sha256(plan.model)} if agent.memory_checkpoint else {},
                 False,
                 True,
             )
@@ -575,8 +628,7 @@ def _summary(config: DemoConfig, plan: DemoPlan, results: dict[str, Any], timing
         "collect": Path(plan.collect.out),
         "pretrain": Path(plan.pretrain.out),
         "evaluate": plan.out / "eval",
-        "ppo+dkm": Path(plan.agents["ppo+dkm"].out),
-        "ppo": Path(plan.agents["ppo"].out),
+        **{name: Path(agent.out) for name, agent in plan.agents.items()},
     }
     artefacts = {
         f"{name}: {label}": str(directories[name] / path)
@@ -590,6 +642,7 @@ def _summary(config: DemoConfig, plan: DemoPlan, results: dict[str, Any], timing
         "config": dataclasses.asdict(config),
         "out": str(plan.out),
         "env_id": config.env_id,
+        "second_env_id": config.second_env_id,
         "frames": results["collect"]["num_frames"],
         "pretrain_steps": results["pretrain"]["steps"],
         "memory": memory,
@@ -615,11 +668,11 @@ def _print_summary(summary: dict[str, Any], plan: DemoPlan) -> None:
             f"{memory['denoising_mse_last']:.4f} after {memory['denoising_iterations']}; stopping once the energy stops "
             f"falling: {memory['denoising_mse_converged']:.4f} after {memory['denoising_converged_iterations']:.1f} on average"
         )
+    agents = summary["agents"]
     print(f"agents on {summary['env_id']} ({plan.agent_eval_episodes} evaluation episodes each)")
-    header = f"  {'agent':<9} {'success':>8} {'mean return':>12} {'steps':>9} {'train fps':>10}"
-    print(header)
-    for name, agent in summary["agents"].items():
-        label = {"ppo+dkm": "PPO+DKM", "ppo": "PPO"}[name]
+    print(f"  {'agent':<9} {'success':>8} {'mean return':>12} {'steps':>9} {'train fps':>10}")
+    for name, label in (("ppo+dkm", "PPO+DKM"), ("ppo", "PPO")):
+        agent = agents[name]
         print(
             f"  {label:<9} {agent['success_rate']:>8.2f} {agent['mean_return']:>12.3f} {agent['steps']:>9,} {agent['fps']:>10.0f}"
         )
@@ -627,6 +680,16 @@ def _print_summary(summary: dict[str, Any], plan: DemoPlan) -> None:
         "  (a memory-less policy that picks either object scores about 0.5; on MemoryS7 PPO stays near that for\n"
         "   0.5-1.8M steps, so budgets this short show that the path works, not which agent is better)"
     )
+    print(
+        f"agents on {summary['second_env_id']}: a fresh DKM (no pretraining, linear memory head, standardised read-outs); "
+        f"MMER: the best mean training return over 100 episodes ({plan.agent_eval_episodes} greedy evaluation episodes)"
+    )
+    print(f"  {'agent':<9} {'MMER':>8} {'mean return':>12} {'steps':>9} {'train fps':>10}")
+    for name, label in (("second:ppo+dkm", "PPO+DKM"), ("second:ppo", "PPO")):
+        agent = agents[name]
+        mmer = f"{agent['mmer']:>8.3f}" if agent["mmer"] is not None else f"{'—':>8}"
+        print(f"  {label:<9} {mmer} {agent['mean_return']:>12.3f} {agent['steps']:>9,} {agent['fps']:>10.0f}")
+    print(f"  ({SECOND_TASK_EVIDENCE})")
 
     print("\n=== stage timings")
     for timing in summary["timings"].values():
