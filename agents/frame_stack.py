@@ -1,7 +1,7 @@
 """Frame stacking beside the memory: the last N observations of some keys of a Dict observation.
 
-An episodic memory keeps what was seen, not in which order (README: which tasks the memory helps
-with); the last few observations in order are what SB3's ``VecFrameStack`` gives. Stacking every key
+An episodic memory keeps what was seen and little of its order (README: the memory suite, which
+probes it); the last few observations in order are what SB3's ``VecFrameStack`` gives. Stacking every key
 of a memory agent's observation would also stack the read-outs, which already summarise the episode,
 and multiply their size; :class:`VecFrameStackKeys` stacks only the keys it is told to.
 """
