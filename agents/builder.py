@@ -45,7 +45,7 @@ __all__ = [
     "OFF_POLICY",
     "AgentConfig",
     "build_agent",
-    "float16_readouts",
+    "vector_readouts",
     "load_agent",
     "make_agent_env",
     "make_machine",
@@ -287,8 +287,7 @@ def make_agent_env(
         return venv
     if readout_stats is not None:
         return VecNormalize.load(str(readout_stats), venv)
-    keys = [key for key in ("retrieval", "code", "memory") if key in venv.observation_space.spaces]
-    return VecNormalize(venv, norm_obs=True, norm_reward=False, norm_obs_keys=keys)
+    return VecNormalize(venv, norm_obs=True, norm_reward=False, norm_obs_keys=list(vector_readouts(venv.observation_space)))
 
 
 def _ignoring_sigint(make: Callable[[], gymnasium.Env]) -> gymnasium.Env:
@@ -327,7 +326,7 @@ def build_agent(config: AgentConfig, venv: VecEnv | None = None) -> BaseAlgorith
         )
         if config.replay_readouts == "float16":
             kwargs["replay_buffer_class"] = Float16ReadoutsReplayBuffer
-            kwargs["replay_buffer_kwargs"] = {"float16_keys": float16_readouts(venv.observation_space)}
+            kwargs["replay_buffer_kwargs"] = {"float16_keys": vector_readouts(venv.observation_space)}
     else:
         kwargs.update(n_steps=config.n_steps, ent_coef=config.ent_coef)
         if config.algo != "a2c":
@@ -345,10 +344,10 @@ def build_agent(config: AgentConfig, venv: VecEnv | None = None) -> BaseAlgorith
     )
 
 
-def float16_readouts(observation_space: spaces.Space) -> tuple[str, ...]:
-    """The read-outs of an agent's observations a float16 replay buffer compresses: the vectors (``retrieval``,
-    ``memory``, ``code``); the scalar ``novelty`` stays float32 (2 bytes saved would not pay for its range:
-    novelties reach thousands of nats)."""
+def vector_readouts(observation_space: spaces.Space) -> tuple[str, ...]:
+    """The vector read-outs of an agent's observations (``retrieval``, ``memory``, ``code``), in the machine's code
+    space: what a float16 replay buffer compresses and ``standardise_readouts`` standardises. The scalar ``novelty``
+    is neither (2 bytes saved would not pay for its range, thousands of nats; the extractor symlogs it)."""
     names = observation_space.spaces if isinstance(observation_space, spaces.Dict) else {}
     return tuple(name for name in names if name in READOUTS and name != "novelty")
 

@@ -141,6 +141,10 @@ def main() -> None:
         labels = [np.array([a for answers, _ in part for a in answers]) for part in (episodes[test:], episodes[:test])]
         row = {"task": task, "machine": args.memory, "episodes": args.episodes, "probed steps": int(sum(map(len, labels)))}
         row["majority"] = float(np.max(np.bincount(labels[1])) / len(labels[1]))
+        memories = np.stack([f["memory"] for _, features in episodes for f in features])  # [probes, K * C]
+        # How much of the memory differs between probed steps: what a policy reading it raw has to pick up.
+        row["memory mean |entry|"] = float(np.abs(memories).mean())
+        row["memory std across steps"] = float(memories.std(0).mean())
         for name in episodes[0][1][0]:
             X_train, X_test = (np.stack([f[name] for _, features in part for f in features]).astype(np.float64)
                                for part in (episodes[test:], episodes[:test]))  # fmt: skip
@@ -148,7 +152,8 @@ def main() -> None:
         results.append(row)
         print(json.dumps(row), flush=True)
 
-    names = [k for k in results[0] if k not in ("task", "machine", "episodes", "probed steps", "majority")]
+    scale = ("memory mean |entry|", "memory std across steps")
+    names = [k for k in results[0] if k not in ("task", "machine", "episodes", "probed steps", "majority", *scale)]
     print(
         f"\ncorrect-action probe, fresh {args.memory.upper()}: test accuracy on held-out episodes "
         f"({args.episodes} episodes per task, {PROBES_PER_EPISODE} steps probed in each)"
@@ -156,6 +161,10 @@ def main() -> None:
     print(f"{'task':<20} {'majority':>9} " + " ".join(f"{n:>14.14}" for n in names))
     for row in results:
         print(f"{row['task']:<20} {row['majority']:>9.2f} " + " ".join(f"{row[n]:>14.2f}" for n in names))
+    print("\nthe memory read-out's entries: mean |entry|, and their std across the probed steps (its share)")
+    for row in results:
+        magnitude, spread = (row[k] for k in scale)
+        print(f"{row['task']:<20} {magnitude:.3f}  {spread:.3f} ({spread / magnitude:.1%})")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
 

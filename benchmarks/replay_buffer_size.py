@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import torch
 
-from episodic_memory.agents.builder import AgentConfig, build_agent, float16_readouts, make_agent_env
+from episodic_memory.agents.builder import AgentConfig, build_agent, make_agent_env, vector_readouts
 from episodic_memory.agents.replay import replay_buffer_nbytes
 
 
@@ -60,7 +60,7 @@ def main() -> None:
     for mode in ("full", "float16", "no-memory"):
         config = replace(base, replay_readouts=mode)
         venv = make_agent_env(config)
-        keys = float16_readouts(venv.observation_space) if mode == "float16" else ()
+        keys = vector_readouts(venv.observation_space) if mode == "float16" else ()
         per_transition, total = replay_buffer_nbytes(venv.observation_space, venv.action_space, check_size, 1, keys)
         venv.close()
         checked = "yes" if allocated_nbytes(config) == total else "NO"

@@ -1,6 +1,6 @@
 """``episodic-memory demo`` (``make demo``): the whole product path on a small budget, start to finish.
 
-    episodic-memory demo                      # --scale small: about 10 minutes on 2 CPU cores, into runs/demo
+    episodic-memory demo                      # --scale small: 10-15 minutes on 2 CPU cores, into runs/demo
     episodic-memory demo --scale full         # the README's budgets (about an hour), into runs/demo-full
     episodic-memory demo --pretrain-steps 1000 --agent-steps 100000 --out runs/demo-longer
 
@@ -91,7 +91,7 @@ PRETRAIN_MAZES = {
 
 SCALES: dict[str, Scale] = {
     "small": Scale(
-        duration="about 10 minutes on a 2-core CPU",
+        duration="about 10-15 minutes on a 2-core CPU",
         layouts_per_env=30,  # 7 x 30 x 64 = 13,440 frames, 24 held-out mazes
         steps_per_layout=64,
         frame_size=32,
@@ -188,7 +188,7 @@ SECOND_MEMORY = {"memory": "dkm", "memory_head": "linear", "standardise_readouts
 class DemoConfig:
     """Options of ``episodic-memory demo``; the budget options default to the values of ``--scale``."""
 
-    scale: str = field("small", "budget: 'small' (about 10 minutes on 2 CPU cores) or 'full' (the README's budgets, ~1 h)")
+    scale: str = field("small", "budget: 'small' (10-15 minutes on 2 CPU cores) or 'full' (the README's budgets, ~1 h)")
     out: str | None = field(None, "output directory of every stage (None: runs/demo, or runs/demo-full with --scale full)")
     seed: int = field(0, "seed of every stage")
     device: Literal["auto", "cpu", "cuda"] = field("auto", "device of the memory and the agents; auto picks CUDA when available")

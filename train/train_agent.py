@@ -47,9 +47,9 @@ from episodic_memory.agents.builder import (
     OFF_POLICY,
     AgentConfig,
     build_agent,
-    float16_readouts,
     load_agent,
     make_agent_env,
+    vector_readouts,
 )
 from episodic_memory.agents.callbacks import MemoryMetricsCallback
 from episodic_memory.agents.replay import replay_buffer_nbytes
@@ -427,7 +427,7 @@ class _Checkpoints(BaseCallback):
 
 def replay_buffer_summary(config: AgentConfig, venv: VecEnv) -> str:
     """One line on the replay buffer an off-policy agent on ``venv`` allocates: bytes per transition and in all."""
-    float16_keys = float16_readouts(venv.observation_space) if config.replay_readouts == "float16" else ()
+    float16_keys = vector_readouts(venv.observation_space) if config.replay_readouts == "float16" else ()
     per_transition, total = replay_buffer_nbytes(
         venv.observation_space, venv.action_space, config.buffer_size, venv.num_envs, float16_keys
     )
