@@ -1,0 +1,26 @@
+"""Memory backends: B online memories behind one interface (:class:`MemoryBackend`).
+
+The classical associative memories, for codes of any encoder or for raw ±1 patterns:
+
+- :class:`HopfieldMemory`: Hopfield networks with the Hebb, Storkey and pseudo-inverse rules;
+- :class:`SparseDistributedMemory`: Kanerva's sparse distributed memory;
+- :class:`DenseAssociativeMemory`: a modern Hopfield network that stores every code of the episode.
+"""
+
+from episodic_memory.backends.base import MemoryBackend, ReadoutKind, ReadoutSpec, binary_patterns
+from episodic_memory.backends.dense_associative import DenseAssociativeMemory
+from episodic_memory.backends.hopfield import HOPFIELD_RULES, HopfieldMemory, HopfieldRule
+from episodic_memory.backends.sparse_distributed import SparseDistributedMemory, radius_for_activation
+
+__all__ = [
+    "HOPFIELD_RULES",
+    "DenseAssociativeMemory",
+    "HopfieldMemory",
+    "HopfieldRule",
+    "MemoryBackend",
+    "ReadoutKind",
+    "ReadoutSpec",
+    "SparseDistributedMemory",
+    "binary_patterns",
+    "radius_for_activation",
+]
