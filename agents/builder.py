@@ -29,15 +29,24 @@ from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import get_device
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack, VecMonitor, VecNormalize
+from stable_baselines3.common.vec_env import (
+    DummyVecEnv,
+    SubprocVecEnv,
+    VecEnv,
+    VecFrameStack,
+    VecMonitor,
+    VecNormalize,
+    unwrap_vec_wrapper,
+)
 
-from episodic_memory import DynamicKanervaMachine, GenerativeMemory, KanervaMachine
+from episodic_memory import DynamicKanervaMachine, GenerativeMemory
 from episodic_memory.agents.extractors import MemoryFeaturesExtractor
 from episodic_memory.agents.frame_stack import VecFrameStackKeys
 from episodic_memory.agents.replay import Float16ReadoutsReplayBuffer
 from episodic_memory.envs.gym_envs import agent_observations, make_env, random_observations, stackable
 from episodic_memory.observations import ObservationEncoding
-from episodic_memory.readouts import DEFAULT_READOUTS, READOUTS, resolve_machine
+from episodic_memory.readouts import READOUTS, resolve_machine
+from episodic_memory.registry import BACKENDS, backend_kind, check_backend_machine
 from episodic_memory.vec_env import VecEpisodicMemory
 
 __all__ = [
@@ -56,6 +65,7 @@ CALIBRATION_STEPS = 256
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "recurrent_ppo": RecurrentPPO, "dqn": DQN, "qrdqn": QRDQN}
 OFF_POLICY = tuple(name for name, algo in ALGORITHMS.items() if issubclass(algo, OffPolicyAlgorithm))  # replay buffers
+MemoryChoice = Literal[("none", *BACKENDS)]  # the registry's backends, and no memory
 
 
 @dataclass
@@ -81,8 +91,12 @@ class AgentConfig:
         default="ppo",
         metadata={"help": "SB3 algorithm (recurrent_ppo: the LSTM baseline; dqn, qrdqn: off-policy, with a replay buffer)"},
     )
-    memory: Literal["none", "dkm", "km"] = field(
-        default="dkm", metadata={"help": "episodic memory wrapper: none, or a DKM / KM memory"}
+    memory: MemoryChoice = field(
+        default="dkm",
+        metadata={
+            "help": "episodic memory: none; dkm or km, the machine's own Kanerva memory; or a classical memory of the "
+            "machine's codes: " + ", ".join(name for name, kind in BACKENDS.items() if kind.machine is None)
+        },
     )
     memory_checkpoint: str | None = field(
         default=None, metadata={"help": "pretrained machine (episodic-memory pretrain); default: a fresh one"}
@@ -91,8 +105,12 @@ class AgentConfig:
         default=32,
         metadata={"help": "side of the egocentric RGB frames of MiniGrid ids (a memory checkpoint of another size resizes them)"},
     )
-    readouts: tuple[str, ...] = field(
-        default=DEFAULT_READOUTS, metadata={"help": f"memory read-outs added to the observation, of {list(READOUTS)}"}
+    readouts: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": f"memory read-outs added to the observation, of {list(READOUTS)} (each memory declares which it has; "
+            "code: the observation's own code); default: every read-out of the memory"
+        },
     )
     policy_input: Literal["pixels", "readouts", "both"] = field(
         default="both",
@@ -163,7 +181,14 @@ class AgentConfig:
     )
 
     def __post_init__(self) -> None:
-        self.readouts = tuple(self.readouts)
+        if self.memory != "none":
+            declared = backend_kind(self.memory).readouts
+            self.readouts = declared if self.readouts is None else tuple(self.readouts)
+            unknown = sorted(set(self.readouts) - {*declared, "code"})
+            if unknown:
+                raise ValueError(f"--memory {self.memory} has no read-outs {unknown}; choose from {[*declared, 'code']}")
+        else:
+            self.readouts = () if self.readouts is None else tuple(self.readouts)
         if self.replay_readouts == "no-memory":  # the read-out is left out of the observation itself
             kept = tuple(r for r in self.readouts if r != "memory")
             if not kept and self.memory != "none":
@@ -177,7 +202,8 @@ class AgentConfig:
 def make_machine(
     config: AgentConfig, device: str | torch.device, observation_space: gymnasium.Space | None = None
 ) -> GenerativeMemory:
-    """The memory's machine: the checkpoint if given, else a fresh DKM/KM that fits the observations.
+    """The memory's machine: the checkpoint if given, else a fresh one that fits the observations (a KM for
+    ``memory="km"``, a DKM for every other memory, whose codes the classical backends store).
 
     A fresh machine is ``for_space(observation_space)`` seeded by ``config.seed`` (see
     :meth:`~episodic_memory.machine.GenerativeMemory.for_space`), then calibrated
@@ -195,6 +221,7 @@ def make_machine(
             observation_space = env.observation_space
             env.close()
         machine = resolve_machine(config.memory_checkpoint, device)
+        check_backend_machine(config.memory, machine.kind, f"--memory-checkpoint {config.memory_checkpoint!r}")
         encoding = ObservationEncoding.for_space(observation_space, obs_key)
         problem = machine.cannot_read(encoding)
         if problem is not None:
@@ -206,7 +233,7 @@ def make_machine(
     env = make_env(config.env_id, config.frame_size, config.env_kwargs, config.imports)
     try:
         torch.manual_seed(config.seed)
-        cls = {"dkm": DynamicKanervaMachine, "km": KanervaMachine}[config.memory]
+        cls = backend_kind(config.memory).machine or DynamicKanervaMachine
         machine = cls.for_space(env.observation_space, obs_key=obs_key, code_size=config.code_size, num_slots=config.num_slots)
         machine.calibrate(random_observations(env, CALIBRATION_STEPS, seed=config.seed))
     finally:
@@ -247,9 +274,6 @@ def make_agent_env(
         raise ValueError(
             f"--policy-input {config.policy_input} needs an episodic memory, but memory='none'; set --memory dkm or km"
         )
-    unknown = sorted(set(config.readouts) - set(READOUTS))
-    if unknown:
-        raise ValueError(f"unknown read-outs {unknown}; choose from {list(READOUTS)}")
     if not isinstance(config.frame_stack, int) or isinstance(config.frame_stack, bool) or config.frame_stack < 1:
         raise ValueError(f"frame_stack must be an int >= 1, actual value: {config.frame_stack!r}")
     make = [lambda: make_env(config.env_id, config.frame_size, config.env_kwargs, config.imports) for _ in range(config.num_envs)]
@@ -278,6 +302,7 @@ def make_agent_env(
         device=device,
         novelty_reward=config.novelty_reward,
         observation=config.policy_input != "readouts",
+        backend=config.memory,
     )
     if config.frame_stack > 1:
         # The observation's keys (or its code, standing in for them) in order; the read-outs summarise the episode already.
@@ -331,12 +356,15 @@ def build_agent(config: AgentConfig, venv: VecEnv | None = None) -> BaseAlgorith
         kwargs.update(n_steps=config.n_steps, ent_coef=config.ent_coef)
         if config.algo != "a2c":
             kwargs["batch_size"] = config.batch_size
+    memory = unwrap_vec_wrapper(venv, VecEpisodicMemory)
+    readout_kinds = {} if memory is None else {name: spec.kind for name, spec in memory.core.readout_specs().items()}
+    extractor_kwargs = {"normalise_readouts": True, "memory_head": config.memory_head, "readout_kinds": readout_kinds}
     return algo(
         policy,
         venv,
         policy_kwargs={
             "features_extractor_class": MemoryFeaturesExtractor,
-            "features_extractor_kwargs": {"normalise_readouts": True, "memory_head": config.memory_head},  # saved in agent.zip
+            "features_extractor_kwargs": extractor_kwargs,  # saved in agent.zip
         },
         seed=config.seed,
         device=device,

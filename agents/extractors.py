@@ -1,7 +1,8 @@
 """A Stable-Baselines3 features extractor for observations with episodic-memory read-outs.
 
 Observations are ``Dict`` spaces as the episodic-memory wrappers make them: the environment's own
-keys (images, vectors) plus ``retrieval [C]``, ``novelty [1]`` and ``memory [K, C]``. Shapes below
+keys (images, vectors) plus the memory's read-outs (the Kanerva memories': ``retrieval [C]``,
+``novelty [1]`` and ``memory [K, C]``). Shapes below
 are per batch of N observations, after SB3's preprocessing (uint8 images scaled to [0, 1] and, for
 image spaces, transposed to channels-first by ``VecTransposeImage``).
 """
@@ -19,10 +20,9 @@ from torch.nn import functional as F
 
 __all__ = ["MemoryFeaturesExtractor", "SmallImageCNN", "MemoryAttention", "symlog"]
 
-MEMORY_KEY = "memory"
-CODE_KEYS = ("retrieval", "code")  # read-outs in the machine's code space, of the machine's scale
-NOVELTY_KEY = "novelty"
 MEMORY_HEADS = ("attention", "linear")
+# The kinds of the Kanerva read-outs, for agents saved before the extractor took the backend's declaration.
+KANERVA_READOUT_KINDS = {"retrieval": "code", "code": "code", "novelty": "energy", "memory": "rows"}
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
@@ -79,27 +79,34 @@ class MemoryAttention(nn.Module):
 class MemoryFeaturesExtractor(BaseFeaturesExtractor):
     """Features of episodic-memory observations for SB3 policies (``MultiInputPolicy``, ``MultiInputLstmPolicy``).
 
+    Each read-out is treated by its declared kind (:class:`~episodic_memory.backends.ReadoutSpec`), whatever
+    its name:
+
     - image keys (3-D boxes): :class:`SmallImageCNN`, ``cnn_features`` each;
-    - other keys except ``memory`` (vectors such as ``retrieval`` and ``novelty``, discrete keys
-      one-hot encoded by SB3): flattened, concatenated and passed through an MLP of ``mlp_features``;
-    - ``memory [K, C]``, with ``memory_head="attention"``: :class:`MemoryAttention` queried by the features
-      above, ``attention_dim``; with ``memory_head="linear"``: one linear layer of all ``K * C`` entries,
-      ``attention_dim`` with a ReLU. What a memory holds about an episode is spread over all its rows
-      (every write updates every row it addresses), and a linear probe of the whole matrix reads
+    - other keys except the ``rows`` read-out (vectors such as codes and energies, discrete keys one-hot
+      encoded by SB3): flattened, concatenated and passed through an MLP of ``mlp_features``;
+    - the ``rows`` read-out ``[K, C]`` (e.g. ``memory``), with ``memory_head="attention"``: :class:`MemoryAttention`
+      queried by the features above, ``attention_dim``; with ``memory_head="linear"``: one linear layer of all
+      ``K * C`` entries, ``attention_dim`` with a ReLU. What a memory holds about an episode is spread over all
+      its rows (every write updates every row it addresses), and a linear probe of the whole matrix reads
       POPGym's answers (``benchmarks/popgym_probe.py``) where one attention query averages rows.
 
     ``features_dim`` is the sum of the parts.
 
     The read-outs come at the machine's scale: codes with norms near 100 and a novelty (an energy)
     of tens to thousands of nats for the maze machines. With ``normalise_readouts`` (default) each
-    code (``retrieval`` and every row of ``memory``) is layer-normalised (zero mean, unit variance over
-    its C entries, no learned parameters) and the novelty enters as ``symlog(n) = sign(n) ln(1 + |n|)``,
+    ``code`` read-out and every row of a ``rows`` one is layer-normalised (zero mean, unit variance over
+    its C entries, no learned parameters) and an ``energy`` enters as ``symlog(n) = sign(n) ln(1 + |n|)``,
     so the policy sees inputs of order one whatever machine made them.
 
     :param observation_space: the (preprocessed, channels-first for images) Dict space.
     :param normalise_readouts: normalise the memory read-outs as above; False feeds them raw. The linear
         memory head normalises the whole ``[K, C]`` matrix at once, which keeps the rows' relative scales.
-    :param memory_head: ``"attention"`` or ``"linear"``, how the ``memory`` read-out becomes features.
+    :param memory_head: ``"attention"`` or ``"linear"``, how the ``rows`` read-out becomes features.
+    :param readout_kinds: ``{key: "code" | "energy" | "rows"}`` for the read-out keys (the memory's
+        declaration, which :func:`~episodic_memory.agents.builder.build_agent` passes); keys not in it are the
+        environment's own. None: the Kanerva read-outs by name (``retrieval``, ``code``, ``novelty``, ``memory``),
+        as agents saved before this parameter read them.
     """
 
     def __init__(
@@ -111,22 +118,32 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
         attention_dim: int = 64,
         normalise_readouts: bool = True,
         memory_head: str = "attention",
+        readout_kinds: dict[str, str] | None = None,
     ) -> None:
         if memory_head not in MEMORY_HEADS:
             raise ValueError(f"memory_head must be one of {MEMORY_HEADS}, actual value: {memory_head!r}")
         if not isinstance(observation_space, spaces.Dict):
             raise ValueError(f"MemoryFeaturesExtractor needs Dict observations, got {observation_space}")
+        if readout_kinds is None:
+            readout_kinds = {k: kind for k, kind in KANERVA_READOUT_KINDS.items() if k in observation_space.spaces}
+        unknown = {k: kind for k, kind in readout_kinds.items() if kind not in ("code", "energy", "rows")}
+        if unknown:
+            raise ValueError(f"readout_kinds must map keys to 'code', 'energy' or 'rows', actual value: {unknown!r}")
+        rows = [k for k, kind in readout_kinds.items() if kind == "rows" and k in observation_space.spaces]
+        if len(rows) > 1:
+            raise ValueError(f"MemoryFeaturesExtractor reads one 'rows' read-out, got {rows}")
+        memory_key = rows[0] if rows else None
         image_keys = [
-            k for k, s in observation_space.spaces.items() if k != MEMORY_KEY and isinstance(s, spaces.Box) and len(s.shape) == 3
+            k for k, s in observation_space.spaces.items() if k != memory_key and isinstance(s, spaces.Box) and len(s.shape) == 3
         ]
-        flat_keys = [k for k in observation_space.spaces if k != MEMORY_KEY and k not in image_keys]
-        memory_space = observation_space.spaces.get(MEMORY_KEY)
+        flat_keys = [k for k in observation_space.spaces if k != memory_key and k not in image_keys]
+        memory_space = observation_space.spaces.get(memory_key) if memory_key else None
         if memory_space is not None and (not isinstance(memory_space, spaces.Box) or len(memory_space.shape) != 2):
-            raise ValueError(f"the {MEMORY_KEY!r} key must be a [K, C] Box, got {memory_space}")
+            raise ValueError(f"the {memory_key!r} key must be a [K, C] Box, got {memory_space}")
         query_dim = cnn_features * len(image_keys) + (mlp_features if flat_keys else 0)
         if query_dim == 0:
             raise ValueError(
-                f"MemoryFeaturesExtractor needs at least one key besides {MEMORY_KEY!r}, got {list(observation_space.spaces)}"
+                f"MemoryFeaturesExtractor needs at least one key besides {memory_key!r}, got {list(observation_space.spaces)}"
             )
         features_dim = query_dim + (attention_dim if memory_space is not None else 0)
         super().__init__(observation_space, features_dim)
@@ -146,13 +163,15 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
         elif memory_space is not None:
             self.memory_linear = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(memory_space.shape), attention_dim), nn.ReLU())
         self.normalise_readouts = normalise_readouts
+        self.memory_key = memory_key
+        self.readout_kinds = dict(readout_kinds)
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = [self.cnns[k](observations[k]) for k in self.image_keys]
         if self.mlp is not None:
             parts.append(self.mlp(torch.cat([self._flat(k, observations[k]) for k in self.flat_keys], dim=1)))
         query = torch.cat(parts, dim=1)  # [N, query_dim]
-        memory = observations.get(MEMORY_KEY)  # [N, K, C]
+        memory = observations.get(self.memory_key) if self.memory_key else None  # [N, K, C]
         if self.memory_linear is not None:
             if self.normalise_readouts:
                 memory = F.layer_norm(memory, memory.shape[-2:])
@@ -166,8 +185,9 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
     def _flat(self, key: str, x: torch.Tensor) -> torch.Tensor:
         """One flat key as ``[N, D]``, normalised when it is a read-out (see the class docstring)."""
         x = x.flatten(1)
-        if self.normalise_readouts and key in CODE_KEYS:
+        kind = self.readout_kinds.get(key) if self.normalise_readouts else None
+        if kind == "code":
             return F.layer_norm(x, x.shape[-1:])
-        if self.normalise_readouts and key == NOVELTY_KEY:
+        if kind == "energy":
             return symlog(x)
         return x

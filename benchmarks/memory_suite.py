@@ -45,6 +45,7 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from episodic_memory.registry import BACKENDS
 from episodic_memory.train.curves import training_curve
 from episodic_memory.train.train_agent import TrainAgentConfig, evaluate_agent, latest_agent_checkpoint, train_agent
 
@@ -103,6 +104,12 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
         "frame_stack": 4,
     },
     "ppo+dkm+framestack": {"algo": "ppo", "memory": "dkm", "policy_input": "both", "frame_stack": 4},  # order beside the memory
+    # The classical memories of the machine's codes, read as the best DKM method reads its memory (standardised).
+    **{
+        f"ppo+{name}": {"algo": "ppo", "memory": name, "policy_input": "both", "standardise_readouts": True}
+        for name, kind in BACKENDS.items()
+        if kind.machine is None
+    },
 }
 BASELINE = "recurrent_ppo"
 

@@ -55,7 +55,7 @@ LONG_EPISODE_ENV = "MiniGrid-Fetch-8x8-N3-v0"  # ends only on pickup, which rand
 
 def check_memories(venv: VecEpisodicMemory) -> dict[str, Any]:
     """Health of the live memories ``R [B, K, C]``, ``U [B, K, K]`` and the kept ``(R Rᵀ + λI)⁻¹``."""
-    online = venv.core.online
+    online = venv.core.backend.online
     R, U = online.state  # live tensors, read only
     finite = bool(torch.isfinite(R).all() and torch.isfinite(U).all() and torch.isfinite(online.A_inv).all())
     if not finite:

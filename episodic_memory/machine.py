@@ -31,7 +31,6 @@ __all__ = ["GenerativeMemory", "MemoryMachine", "load_machine", "read_checkpoint
 
 FORMAT_VERSION = 1
 _METADATA_KEY = "episodic_memory"
-_REGISTRY: dict[str, type[MemoryMachine]] = {}
 
 
 class MemoryMachine(nn.Module):
@@ -50,11 +49,9 @@ class MemoryMachine(nn.Module):
     input_spec: InputSpec
     config: dict[str, Any]
 
-    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.kind = cls.__name__
-        if not abstract:
-            _REGISTRY[cls.kind] = cls
+        cls.kind = cls.__name__  # written into checkpoints; the registry maps kinds to classes
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -159,10 +156,13 @@ class MemoryMachine(nn.Module):
                 f"checkpoint {str(path)!r} holds a {kind}, not a {cls.kind}; "
                 f"load it with {kind}.load or episodic_memory.load_machine"
             )
-        if kind not in _REGISTRY:
-            raise ValueError(f"checkpoint {str(path)!r} holds an unknown model kind {kind!r}; known: {sorted(_REGISTRY)}")
+        from episodic_memory.registry import MODELS  # the registry imports every model module, this one included
+
+        classes = {model_cls.kind: model_cls for model_cls in MODELS.values()}
+        if kind not in classes:
+            raise ValueError(f"checkpoint {str(path)!r} holds an unknown model kind {kind!r}; known: {sorted(classes)}")
         try:
-            model = _REGISTRY[kind](**header["config"])
+            model = classes[kind](**header["config"])
         except (TypeError, ValueError) as error:
             raise ValueError(f"checkpoint {str(path)!r} has an invalid {kind} config: {error}") from error
         expected = model.state_dict()
@@ -187,7 +187,7 @@ class MemoryMachine(nn.Module):
         return model.to(map_location)
 
 
-class GenerativeMemory(MemoryMachine, abstract=True):
+class GenerativeMemory(MemoryMachine):
     """A generative model around a :class:`KanervaMemory` (DKM, KM): reading and attractor dynamics.
 
     Subclasses provide :meth:`write` and :meth:`_energy_terms`, the likelihood parameters of the

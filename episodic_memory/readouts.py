@@ -6,7 +6,10 @@ a memory ``[K, C]`` per environment.
 
 For every environment step the observation is encoded (``z = e(x)``), the read-outs are computed
 from the memory *before* this observation is written, then ``z`` is written (DKM Algorithm 1,
-one code). Read-outs:
+one code). The memory is a backend (:mod:`episodic_memory.backends`, chosen by name from
+:data:`~episodic_memory.registry.BACKENDS`): the machine's own Kanerva memory by default, or a
+classical memory of the machine's codes. Each backend declares its read-outs; those of the Kanerva
+backends are:
 
 - ``retrieval [B, C]``: the attractor-cleaned code, ``attractor_steps`` code-space iterations
   ``z <- read(address(z))`` (DKM §3.5);
@@ -15,8 +18,9 @@ one code). Read-outs:
   ``(z, μw)`` under the linear Gaussian memory, up to a constant): small for codes the memory
   already holds, large for new ones;
 - ``memory [B, K, C]``: the posterior mean R, a fixed-size summary of the episode before this step;
-- ``code [B, C]``: the observation's own code ``z = e(x)``, what a policy can run on instead of
-  pixels (the encoder runs once per observation for the read-outs and the write).
+
+and every backend adds ``code [B, C]``, the observation's own code ``z = e(x)``, what a policy can
+run on instead of pixels (the encoder runs once per observation for the read-outs and the write).
 
 How a code is addressed follows the machine. A DKM solves its weights against the memory
 (eq. 6), as above. A KM uses its own learned addresses ``w = A f(ȳ)`` (KM eq. 5, ``ȳ`` the mean
@@ -56,17 +60,17 @@ from typing import Literal
 import numpy as np
 import torch
 
+from episodic_memory.backends import MemoryBackend, ReadoutSpec
 from episodic_memory.machine import GenerativeMemory, load_machine
-from episodic_memory.memory import KanervaMemory
-from episodic_memory.online import OnlineMemory, StepReadout
+from episodic_memory.registry import backend_kind, check_backend_machine, own_backend
 
 __all__ = ["DEFAULT_READOUTS", "READOUTS", "Readout", "EpisodicMemoryCore", "check_novelty_reward", "resolve_machine"]
 
 Readout = Literal["retrieval", "novelty", "memory", "code"]
 READOUTS: tuple[Readout, ...] = ("retrieval", "novelty", "memory", "code")
-"""Every read-out :meth:`EpisodicMemoryCore.step` can return."""
+"""Every read-out name: the backends' (``retrieval``, ``novelty``, ``memory``: each declares which it has) and ``code``."""
 DEFAULT_READOUTS: tuple[Readout, ...] = ("retrieval", "novelty", "memory")
-"""The read-outs the wrappers add unless told otherwise."""
+"""The read-outs of the Kanerva backends, which the wrappers add unless told otherwise (every declared one)."""
 
 
 def resolve_machine(machine: GenerativeMemory | str | os.PathLike[str], device: str | torch.device = "cpu") -> GenerativeMemory:
@@ -91,74 +95,75 @@ def check_novelty_reward(novelty_reward: float) -> float:
     return float(novelty_reward)
 
 
-def _novelty(memory: KanervaMemory, z: torch.Tensor, readout: StepReadout, learned_addresses: bool) -> torch.Tensor:
-    """Surprise of codes ``z [B, C]`` under the memory: ``[B]``.
-
-    Dynamic addressing: ``½|z − μwᵀR|²/σξ² + ½|μw|²/σw0²`` (DKM eq. 5 at μw). Learned addresses
-    (KM): ``½|z − wᵀR|²/σξ²``, ``−ln p(z | y, M)`` of KM eq. 6 up to a constant (w is not a latent there).
-    """
-    error = ((z - readout.read) ** 2).sum(-1) / (2 * memory.obs_noise_var)  # [B]
-    if learned_addresses:
-        return error
-    return error + (readout.weights**2).sum(-1) / (2 * memory.w_prior_std**2)  # [B]
-
-
-def _step_with_weights(online: OnlineMemory, z: torch.Tensor, w: torch.Tensor, write: bool) -> StepReadout:
-    """Read ``wᵀR`` (KM eq. 6, the mean of ``p(z | y, M)``) with given weights ``w [B, K]``, then write ``z [B, C]`` with them."""
-    read = torch.einsum("bk,bkc->bc", w, online.R)  # [B, C]
-    if write:
-        online.write(z, w)
-    return StepReadout(w, read, read)
-
-
 class EpisodicMemoryCore:
-    """B episodic memories fed one observation per environment step (no autograd).
+    """B episodic memories fed one observation per environment step (no autograd): the machine's encoder, then a backend.
 
-    :param machine: the generative memory whose encoder and memory prior are used.
+    :param machine: the generative memory whose encoder makes the codes (and, for ``backend`` ``dkm``/``km``,
+        whose memory prior the backend starts from).
     :param batch_size: B, the number of environments.
-    :param readouts: which read-outs :meth:`step` returns (a subset of :data:`READOUTS`; empty: none, the
-        memory still runs, e.g. for the exploration bonus).
-    :param attractor_steps: code-space attractor iterations of the ``retrieval`` read-out.
+    :param readouts: which read-outs :meth:`step` returns: names the backend declares, and ``code``; None
+        (default) returns every read-out the backend declares; empty returns none (the memory still runs,
+        e.g. for the exploration bonus).
+    :param attractor_steps: iterations of the backend's retrieval dynamics (the DKM's code-space attractor).
     :param novelty_reward: ``c >= 0``, the weight of the exploration bonus ``c · n_t / n⁰_t`` that
         :meth:`step` leaves in :attr:`last_bonus` (module docstring); 0 turns it off.
+    :param backend: a name of :data:`~episodic_memory.registry.BACKENDS`; None runs the machine's own memory.
     """
 
     def __init__(
         self,
         machine: GenerativeMemory,
         batch_size: int,
-        readouts: Sequence[Readout] = DEFAULT_READOUTS,
+        readouts: Sequence[Readout] | None = None,
         attractor_steps: int = 5,
         novelty_reward: float = 0.0,
+        backend: str | None = None,
     ) -> None:
         if isinstance(readouts, str):
             raise ValueError(f"readouts must be a sequence of names from {list(READOUTS)}, not one string: {readouts!r}")
-        unknown = sorted(set(readouts) - set(READOUTS))
-        if unknown or len(set(readouts)) != len(readouts):
-            raise ValueError(f"readouts must be distinct names from {list(READOUTS)}, got {list(readouts)!r}")
         if not isinstance(attractor_steps, int) or attractor_steps < 1:
             raise ValueError(f"attractor_steps must be a positive int, got {attractor_steps!r}")
+        self.backend_name = own_backend(machine) if backend is None else backend
+        kind = backend_kind(self.backend_name)
+        check_backend_machine(self.backend_name, machine.kind, f"the machine ({type(machine).__name__})")
         self.machine = machine
-        self.readouts = tuple(readouts)
+        self._inputs = kind.inputs
+        self.backend: MemoryBackend = kind.build(machine, batch_size, attractor_steps)
+        available = {**self.backend.readout_specs, "code": ReadoutSpec((machine.code_size,), "code")}
+        readouts = tuple(self.backend.readout_specs) if readouts is None else tuple(readouts)
+        unknown = sorted(set(readouts) - set(available))
+        if unknown or len(set(readouts)) != len(readouts):
+            raise ValueError(
+                f"readouts must be distinct names from {list(available)} (the {self.backend_name} backend's and code), "
+                f"got {list(readouts)!r}"
+            )
+        self.readouts = readouts
+        self._specs = {name: available[name] for name in readouts}
         self.attractor_steps = attractor_steps
         self.novelty_reward = check_novelty_reward(novelty_reward)
-        self.online = OnlineMemory(machine.memory, batch_size)
+        if self.novelty_reward > 0 and not self.backend.nonnegative_novelty:
+            raise ValueError(
+                f"novelty_reward needs a novelty that is a surprise >= 0; the {self.backend_name} backend's is an energy of "
+                "either sign: set novelty_reward to 0, or use a Kanerva or store-everything backend"
+            )
         self.last_code: torch.Tensor | None = None  # codes of the latest step [B, C], for metrics
         self.last_retrieval: torch.Tensor | None = None  # their retrievals [B, C]
         self.last_novelty = np.zeros(batch_size, np.float32)  # novelty of the latest step [B], as the read-out
         self.last_bonus = np.zeros(batch_size, np.float32)  # its exploration bonus [B] (zeros when novelty_reward is 0)
         # Never written: the prior every episode starts from, against which n⁰ is read.
-        self._prior = OnlineMemory(machine.memory, batch_size) if self.novelty_reward > 0 else None
+        self._prior = kind.build(machine, batch_size, attractor_steps) if self.novelty_reward > 0 else None
 
     @property
     def batch_size(self) -> int:
-        return self.online.batch_size
+        return self.backend.batch_size
+
+    def readout_specs(self) -> dict[str, ReadoutSpec]:
+        """Shape (for one environment) and kind of each selected read-out."""
+        return dict(self._specs)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape of each selected read-out for one environment."""
-        K, C = self.online.num_slots, self.online.code_size
-        every = {"retrieval": (C,), "novelty": (1,), "memory": (K, C), "code": (C,)}
-        return {name: every[name] for name in self.readouts}
+        return {name: spec.shape for name, spec in self._specs.items()}
 
     def retrieval_error(self) -> float:
         """Mean relative distance ``|retrieval − z| / |z|`` of the latest step (0 when the memory returns the code)."""
@@ -170,16 +175,15 @@ class EpisodicMemoryCore:
     @torch.no_grad()
     def encode(self, observations: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Codes ``[B, C]`` of frames ``[B, *input_shape]`` (checked by the machine: shape, NaN/inf)."""
-        return self._encode_and_address(observations)[0]
+        return self._encode(observations)[0]
 
-    def _encode_and_address(self, observations: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Codes ``[B, C]`` and, for a machine with learned addresses (KM), their weights ``[B, K]``."""
+    def _encode(self, observations: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes ``[B, C]`` and the backend's input ``[B, D]`` (the codes, or the KM's codes with its addresses)."""
         x = torch.as_tensor(np.asarray(observations) if not isinstance(observations, torch.Tensor) else observations)
         if x.dtype.is_floating_point and not bool(torch.isfinite(x).all()):
             raise ValueError("observations hold NaN or inf values")
         x = x.to(self.machine.device)[:, None]  # [B, 1, ...]: one frame per memory
-        z, w = self.machine.encode_and_address(x, "observations")  # [B, 1, C], [B, 1, K] or None
-        return z[:, 0], None if w is None else w[:, 0]
+        return self._inputs(self.machine, x)
 
     @torch.no_grad()
     def step(self, observations: np.ndarray | torch.Tensor, write: bool = True) -> dict[str, np.ndarray]:
@@ -192,32 +196,20 @@ class EpisodicMemoryCore:
         :param write: False to only read (e.g. the last observation of an episode that just ended).
         :return: float32 arrays ``{name: [B, *shape]}`` for the selected read-outs.
         """
-        z, w = self._encode_and_address(observations)  # [B, C], [B, K] or None
-        out: dict[str, torch.Tensor] = {}
-        if "memory" in self.readouts:
-            out["memory"] = self.online.R.clone()  # before the write, like every read-out [B, K, C]
-        if w is None:
-            readout = (self.online.step if write else self.online.peek)(z, self.attractor_steps)
-        else:
-            readout = _step_with_weights(self.online, z, w, write)
-        self.last_code, self.last_retrieval = z, readout.retrieval
-        if "retrieval" in self.readouts:
-            out["retrieval"] = readout.retrieval
-        if "code" in self.readouts:
-            out["code"] = z
-        novelty = _novelty(self.machine.memory, z, readout, learned_addresses=w is not None)  # [B]
-        out["novelty"] = novelty[:, None]  # [B, 1]
+        z, inputs = self._encode(observations)  # [B, C], [B, D]
+        out = self.backend.step(inputs, write=write)
+        out["code"] = z
+        self.last_code, self.last_retrieval = z, out["retrieval"]
+        novelty = out["novelty"][:, 0]  # [B]
         if self._prior is not None:
-            at_prior = self._prior.peek(z, 1) if w is None else _step_with_weights(self._prior, z, w, write=False)
-            novelty_0 = _novelty(self.machine.memory, z, at_prior, learned_addresses=w is not None)  # under the prior [B]
+            novelty_0 = self._prior.step(inputs, write=False)["novelty"][:, 0]  # under the prior [B]
             bonus = self.novelty_reward * novelty / novelty_0.clamp_min(torch.finfo(novelty_0.dtype).tiny)
             self.last_bonus = bonus.to("cpu", torch.float32).numpy()
-        arrays = {name: value.to("cpu", torch.float32).numpy() for name, value in out.items()}
-        self.last_novelty = arrays["novelty"][:, 0]
-        return {name: arrays[name] for name in self.readouts}
+        self.last_novelty = novelty.to("cpu", torch.float32).numpy()
+        return {name: out[name].to("cpu", torch.float32).numpy() for name in self.readouts}
 
     def reset(self, mask: np.ndarray | torch.Tensor | None = None) -> None:
         """Return the memories of the environments where ``mask [B]`` is True (all if None) to the prior."""
         if mask is not None:
             mask = torch.as_tensor(np.asarray(mask, dtype=bool))
-        self.online.reset(mask)
+        self.backend.reset(mask)

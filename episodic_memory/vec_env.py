@@ -29,7 +29,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from episodic_memory.machine import GenerativeMemory
-from episodic_memory.readouts import DEFAULT_READOUTS, EpisodicMemoryCore, Readout, resolve_machine
+from episodic_memory.readouts import EpisodicMemoryCore, Readout, resolve_machine
 from episodic_memory.wrappers import batch_of_one, memory_observation_space
 
 __all__ = ["VecEpisodicMemory"]
@@ -51,14 +51,17 @@ class VecEpisodicMemory(VecEnvWrapper):
         self,
         venv: VecEnv,
         machine: GenerativeMemory | str | os.PathLike[str],
-        readouts: Sequence[Readout] = DEFAULT_READOUTS,
+        readouts: Sequence[Readout] | None = None,
         attractor_steps: int = 5,
         obs_key: str | Sequence[str] | None = None,
         device: str | torch.device = "cpu",
         novelty_reward: float = 0.0,
         observation: bool = True,
+        backend: str | None = None,
     ) -> None:
-        self.core = EpisodicMemoryCore(resolve_machine(machine, device), venv.num_envs, readouts, attractor_steps, novelty_reward)
+        self.core = EpisodicMemoryCore(
+            resolve_machine(machine, device), venv.num_envs, readouts, attractor_steps, novelty_reward, backend
+        )
         self.obs_key = obs_key
         self.last_step_seconds = 0.0  # wall time of the latest batched memory step
         observation_space, self.layout = memory_observation_space(venv.observation_space, self.core, obs_key, observation)

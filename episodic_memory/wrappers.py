@@ -26,7 +26,7 @@ from gymnasium import spaces
 
 from episodic_memory.machine import GenerativeMemory
 from episodic_memory.observations import ObservationEncoding, batch_of_one, readable_keys
-from episodic_memory.readouts import DEFAULT_READOUTS, EpisodicMemoryCore, Readout, resolve_machine
+from episodic_memory.readouts import EpisodicMemoryCore, Readout, resolve_machine
 
 __all__ = [
     "EpisodicMemoryVectorWrapper",
@@ -102,7 +102,7 @@ def memory_observation_space(
         raise ValueError(f"observation keys {clash} clash with the memory read-outs; rename them first")
     if not base and not core.readouts:
         raise ValueError("with observation=False the agent sees the read-outs only: select at least one read-out")
-    low = {"novelty": 0.0}  # a sum of squares; the other read-outs have no a priori bound
+    low = {"novelty": 0.0} if core.backend.nonnegative_novelty else {}  # a surprise >= 0; the rest has no a priori bound
     readouts = {name: spaces.Box(low.get(name, -np.inf), np.inf, shape, np.float32) for name, shape in core.shapes().items()}
     return spaces.Dict({**base, **readouts}), MemoryObservation(encoding, keys, observation)
 
@@ -116,9 +116,10 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
         channels, which its preprocessing resizes (e.g. MiniGrid's 56 x 56 RGB views for a machine
         trained on 32 x 32 frames); the space it was built for (``DynamicKanervaMachine.for_space``).
     :param machine: a trained (or freshly built) DKM or KM, or the path of its checkpoint.
-    :param readouts: any of ``"retrieval"`` (C floats), ``"novelty"`` (1 float), ``"memory"`` (K x C),
-        ``"code"`` (C floats, the observation's own code).
-    :param attractor_steps: code-space attractor iterations of ``retrieval``.
+    :param readouts: any of the backend's read-outs (the Kanerva backends': ``"retrieval"`` (C floats),
+        ``"novelty"`` (1 float), ``"memory"`` (K x C); the classical ones': ``"retrieval"``, ``"novelty"``)
+        and ``"code"`` (C floats, the observation's own code); None (default): every read-out of the backend.
+    :param attractor_steps: iterations of the backend's retrieval dynamics (the DKM's code-space attractor).
     :param obs_key: for ``Dict`` observations, the key (or keys, flattened together) the memory reads;
         None reads every key but the ``Text`` ones.
     :param device: where the memory runs.
@@ -131,6 +132,8 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
         default) leaves rewards untouched. Each step's ``info["episodic_memory"]`` holds
         ``novelty``, ``extrinsic_reward`` and ``novelty_bonus``.
     :param observation: False hands the agent the read-outs only, without the environment's observation.
+    :param backend: the memory, a name of :data:`episodic_memory.registry.BACKENDS` (e.g. ``"hopfield-storkey"``,
+        ``"store-everything"``) run on the machine's codes; None (default): the machine's own Kanerva memory.
 
     Example::
 
@@ -144,12 +147,13 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
         self,
         env: gymnasium.Env,
         machine: GenerativeMemory | str | os.PathLike[str],
-        readouts: Sequence[Readout] = DEFAULT_READOUTS,
+        readouts: Sequence[Readout] | None = None,
         attractor_steps: int = 5,
         obs_key: str | Sequence[str] | None = None,
         device: str | torch.device = "cpu",
         novelty_reward: float = 0.0,
         observation: bool = True,
+        backend: str | None = None,
     ) -> None:
         gymnasium.utils.RecordConstructorArgs.__init__(
             self,
@@ -160,9 +164,10 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
             device=device,
             novelty_reward=novelty_reward,
             observation=observation,
+            backend=backend,
         )
         gymnasium.Wrapper.__init__(self, env)
-        self.core = EpisodicMemoryCore(resolve_machine(machine, device), 1, readouts, attractor_steps, novelty_reward)
+        self.core = EpisodicMemoryCore(resolve_machine(machine, device), 1, readouts, attractor_steps, novelty_reward, backend)
         self.obs_key = obs_key
         self.last_step_seconds = 0.0  # wall time of the latest memory step (encode, read-outs, write)
         self.observation_space, self.layout = memory_observation_space(env.observation_space, self.core, obs_key, observation)
@@ -223,16 +228,19 @@ class EpisodicMemoryVectorWrapper(gymnasium.vector.VectorWrapper):
         self,
         env: gymnasium.vector.VectorEnv,
         machine: GenerativeMemory | str | os.PathLike[str],
-        readouts: Sequence[Readout] = DEFAULT_READOUTS,
+        readouts: Sequence[Readout] | None = None,
         attractor_steps: int = 5,
         obs_key: str | Sequence[str] | None = None,
         device: str | torch.device = "cpu",
         novelty_reward: float = 0.0,
         observation: bool = True,
+        backend: str | None = None,
     ) -> None:
         super().__init__(env)
         self.autoreset_mode = _autoreset_mode(env)
-        self.core = EpisodicMemoryCore(resolve_machine(machine, device), env.num_envs, readouts, attractor_steps, novelty_reward)
+        self.core = EpisodicMemoryCore(
+            resolve_machine(machine, device), env.num_envs, readouts, attractor_steps, novelty_reward, backend
+        )
         self.obs_key = obs_key
         self.single_observation_space, self.layout = memory_observation_space(
             env.single_observation_space, self.core, obs_key, observation

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from episodic_memory import DynamicKanervaMachine, KanervaMachine
 from episodic_memory.backends import (
     DenseAssociativeMemory,
     HopfieldMemory,
@@ -17,6 +18,7 @@ from episodic_memory.backends import (
     binary_patterns,
     radius_for_activation,
 )
+from episodic_memory.registry import BACKENDS as BACKENDS_BY_NAME
 
 B, C = 3, 16
 
@@ -36,27 +38,55 @@ def signs(*shape: int, seed: int = 0) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# The contract, for every backend
+# The contract, for every backend: each class above, and every backend of the registry as the wrappers build it
 # --------------------------------------------------------------------------------------------
-@pytest.fixture(params=sorted(BACKENDS))
+def small_machine(kind: type) -> torch.nn.Module:
+    torch.manual_seed(0)
+    options = {"address_size": 4} if kind is KanervaMachine else {}
+    machine = kind((12,), code_size=C, num_slots=5, likelihood="gaussian", hidden_size=16, **options)
+    with torch.no_grad():
+        machine.memory.prior_mean.normal_()  # a non-zero prior, so that reads differ from codes
+    return machine.double().eval()
+
+
+def registry_backend(name: str) -> MemoryBackend:
+    kind = BACKENDS_BY_NAME[name]
+    return kind.build(small_machine(kind.machine or DynamicKanervaMachine), B, 3)
+
+
+@pytest.fixture(params=[*sorted(BACKENDS), *(f"registry:{name}" for name in BACKENDS_BY_NAME)])
 def make(request):
+    if request.param.startswith("registry:"):
+        return lambda: registry_backend(request.param.removeprefix("registry:"))
     return lambda: BACKENDS[request.param](dtype=torch.float64)
+
+
+def codes(memory: MemoryBackend, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(memory.batch_size, memory.code_size, generator=generator, dtype=torch.float64)
 
 
 def test_step_returns_the_declared_readouts_in_shape(make):
     memory = make()
     assert isinstance(memory, MemoryBackend)
-    out = memory.step(torch.randn(B, C, dtype=torch.float64))
+    out = memory.step(codes(memory))
     assert set(out) == set(memory.readout_specs)
     for name, spec in memory.readout_specs.items():
         assert out[name].shape == (B, *spec.shape), name
         assert out[name].dtype == torch.float64
         assert bool(torch.isfinite(out[name]).all()), name
+        if name == "novelty" and memory.nonnegative_novelty:
+            assert bool((out[name] >= 0).all())
+
+
+@pytest.mark.parametrize("name", sorted(BACKENDS_BY_NAME))
+def test_the_registry_declares_each_backends_readouts(name):
+    assert tuple(registry_backend(name).readout_specs) == BACKENDS_BY_NAME[name].readouts
 
 
 def test_reads_come_before_the_write_and_reset_masks_only_the_chosen_memories(make):
     memory, fresh = make(), make()
-    z = torch.randn(B, C, dtype=torch.float64)
+    z = codes(memory)
     first = memory.step(z)
     assert all(torch.equal(first[k], v) for k, v in fresh.step(z, write=False).items())  # an empty memory's read-outs
     again = memory.step(z, write=False)
@@ -71,25 +101,24 @@ def test_reads_come_before_the_write_and_reset_masks_only_the_chosen_memories(ma
 
 
 def test_same_inputs_same_readouts(make):
-    codes = torch.randn(6, B, C, dtype=torch.float64)
     runs = []
     for _ in range(2):
         memory = make()
-        runs.append([memory.step(z) for z in codes])
+        runs.append([memory.step(codes(memory, seed)) for seed in range(6)])
     for a, b in zip(*runs, strict=True):
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_bad_codes_are_refused_and_leave_the_memory_as_it_was(make):
     memory = make()
-    z = torch.randn(B, C, dtype=torch.float64)
+    z = codes(memory)
     memory.step(z)
     before = memory.step(z, write=False)
     bad = z.clone()
     bad[1, 3] = math.nan
     with pytest.raises(ValueError, match="NaN or inf"):
         memory.step(bad)
-    with pytest.raises(ValueError, match=r"shape \[B=3, C=16\]"):
+    with pytest.raises(ValueError, match=rf"shape \[B=3, C={memory.code_size}\]"):
         memory.step(z[:, :-1])
     with pytest.raises(ValueError, match="dtype"):
         memory.step(z.float())

@@ -447,20 +447,34 @@ class TestTrainAgent:
             )
 
     @pytest.mark.parametrize(
-        ("memory", "model", "kind"),
+        ("memory", "model", "message"),
         [
-            ("dkm", VariationalAutoencoder((FRAME, FRAME, 3), code_size=8, hidden_channels=4), "VariationalAutoencoder"),
-            ("km", DynamicKanervaMachine((FRAME, FRAME, 3), 8, 4, hidden_channels=4), "DynamicKanervaMachine"),
+            (
+                "dkm",
+                VariationalAutoencoder((FRAME, FRAME, 3), code_size=8, hidden_channels=4),
+                "holds a VariationalAutoencoder, which has no memory; --memory needs a DynamicKanervaMachine or KanervaMachine",
+            ),
+            (
+                "hopfield-storkey",
+                VariationalAutoencoder((FRAME, FRAME, 3), code_size=8, hidden_channels=4),
+                "holds a VariationalAutoencoder, which has no memory",
+            ),
+            (
+                "km",
+                DynamicKanervaMachine((FRAME, FRAME, 3), 8, 4, hidden_channels=4),
+                "--memory km is the memory of a KanervaMachine, but --memory-checkpoint .* holds a DynamicKanervaMachine; "
+                "use --memory dkm",
+            ),
         ],
     )
-    def test_memory_checkpoint_of_another_kind(self, tmp_path, capsys, memory, model, kind):
+    def test_memory_checkpoint_of_another_kind(self, tmp_path, capsys, memory, model, message):
         path = model.save(tmp_path / "model.safetensors")
         with nothing_written(tmp_path):
             fails(
                 capsys,
                 "train-agent",
                 ["--memory", memory, "--memory-checkpoint", str(path), "--out", str(tmp_path / "agent"), *AGENT],
-                f"holds a {kind}, but --memory {memory} needs a",
+                message,
             )
 
     def test_memory_checkpoint_that_cannot_read_rgb_frames(self, tmp_path, capsys):
@@ -686,7 +700,7 @@ def dkm() -> DynamicKanervaMachine:
 
 def memory_state(wrapper) -> list[torch.Tensor]:
     """Copies of what the wrapper's memories hold: the mean R, the covariance U and the addressing inverse."""
-    online = wrapper.core.online
+    online = wrapper.core.backend.online
     return [online.R.clone(), online.U.clone(), online.A_inv.clone()]
 
 

@@ -34,7 +34,7 @@ def run(venv: VecEnv, dkm: DynamicKanervaMachine, actions: np.ndarray) -> list[d
     """Every step of ``VecEpisodicMemory(venv)`` under ``actions``, with copies of the memories after it."""
     wrapped = VecEpisodicMemory(venv, dkm, attractor_steps=3)
     wrapped.seed(SEED)
-    online = wrapped.core.online
+    online = wrapped.core.backend.online
     try:
         trace = [{"obs": wrapped.reset(), "R": online.R.clone(), "U": online.U.clone()}]
         for a in actions:

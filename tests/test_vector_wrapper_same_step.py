@@ -98,8 +98,9 @@ def test_same_step_autoreset_equals_single_wrappers_across_episode_ends(case, no
             assert_same_obs(row(obs, i), expected, where)
             assert space.contains(row(obs, i)), where
             # the memories themselves: the finished episode's gone, the new first observation written
-            torch.testing.assert_close(wrapped.core.online.R[i], single.core.online.R[0], rtol=1e-5, atol=1e-5, msg=where)
-            torch.testing.assert_close(wrapped.core.online.U[i], single.core.online.U[0], rtol=1e-5, atol=1e-5, msg=where)
+            batched, alone = wrapped.core.backend.online, single.core.backend.online
+            torch.testing.assert_close(batched.R[i], alone.R[0], rtol=1e-5, atol=1e-5, msg=where)
+            torch.testing.assert_close(batched.U[i], alone.U[0], rtol=1e-5, atol=1e-5, msg=where)
     assert (ends >= 2).all(), f"every sub-environment should end at least two episodes, ended {ends.tolist()}"
     if novelty_reward > 0:
         assert min(bonuses) > 0

@@ -35,8 +35,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from episodic_memory import DynamicKanervaMachine, KanervaMachine, MemoryMachine, VariationalAutoencoder
+from episodic_memory import DynamicKanervaMachine, GenerativeMemory, MemoryMachine
 from episodic_memory.envs.dataset import FrameDataset, parse_mode
+from episodic_memory.registry import MODELS
 from episodic_memory.train.config import field
 from episodic_memory.train.evaluate import EvaluationConfig, check_enough_layouts, evaluate_models, sample_and_refine
 from episodic_memory.train.figures import image_grid, training_figures
@@ -60,15 +61,16 @@ RESUMABLE_CHANGES = {
 }
 
 
+ModelChoice = Literal[tuple(MODELS)]  # the registry's trainable models
+
+
 @dataclass
 class PretrainConfig:
     """Options of ``episodic-memory pretrain``."""
 
     data: str = field("data/mazes", "dataset directory written by `episodic-memory collect`")
     out: str = field("runs/pretrain", "run directory: checkpoints, metrics.jsonl, wandb files, evaluation")
-    model: Literal["dkm", "km", "vae"] = field(
-        "dkm", "model: Dynamic Kanerva Machine, Kanerva Machine, or the memory-less VAE baseline"
-    )
+    model: ModelChoice = field("dkm", "model: Dynamic Kanerva Machine, Kanerva Machine, or the memory-less VAE baseline")
     code_size: int = field(100, "C: size of the codes and of the memory's columns")
     num_slots: int = field(32, "K: rows of the memory (dkm, km)")
     likelihood: Literal["bernoulli", "gaussian", "logistic"] = field("gaussian", "frame model; logistic: discretised 8-bit")
@@ -141,14 +143,14 @@ def build_model(
     :param observation_encoding: the dataset's observation encoding (its manifest's), saved in a DKM's
         or KM's config so that the wrappers read that env's observations as they are.
     """
-    common = dict(code_size=config.code_size, likelihood=config.likelihood, hidden_channels=config.hidden_channels)
-    if config.model == "dkm":
-        return DynamicKanervaMachine(frame_shape, num_slots=config.num_slots, observation_encoding=observation_encoding, **common)
-    if config.model == "km":
-        return KanervaMachine(frame_shape, num_slots=config.num_slots, observation_encoding=observation_encoding, **common)
-    if config.model == "vae":
-        return VariationalAutoencoder(frame_shape, **common)
-    raise ValueError(f"model must be 'dkm', 'km' or 'vae', got {config.model!r}")
+    if config.model not in MODELS:
+        raise ValueError(f"model must be one of {list(MODELS)}, got {config.model!r}")
+    cls = MODELS[config.model]
+    options: dict[str, Any] = {"code_size": config.code_size, "likelihood": config.likelihood}
+    options["hidden_channels"] = config.hidden_channels
+    if issubclass(cls, GenerativeMemory):  # a memory: its size, and the observations the wrappers will hand it
+        options.update(num_slots=config.num_slots, observation_encoding=observation_encoding)
+    return cls(frame_shape, **options)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_wrapper
 
-from episodic_memory import DynamicKanervaMachine, KanervaMachine, read_checkpoint_header
+from episodic_memory import DynamicKanervaMachine, read_checkpoint_header
 from episodic_memory.agents.builder import (
     ALGORITHMS,
     OFF_POLICY,
@@ -53,6 +53,7 @@ from episodic_memory.agents.builder import (
 )
 from episodic_memory.agents.callbacks import MemoryMetricsCallback
 from episodic_memory.agents.replay import replay_buffer_nbytes
+from episodic_memory.registry import BACKENDS, backend_kind, check_backend_machine, model_name
 from episodic_memory.train.config import field
 from episodic_memory.train.pretrain import StopRequest, resolve_device
 from episodic_memory.train.tracking import RunLogger
@@ -485,18 +486,25 @@ def _check_memory_checkpoint(config: AgentConfig, source: str, if_missing: str) 
     :param if_missing: what to do when the file does not exist.
     """
     path = config.memory_checkpoint
-    wanted = {"dkm": DynamicKanervaMachine.kind, "km": KanervaMachine.kind}.get(config.memory)
-    if wanted is None or not path:
+    if config.memory == "none" or not path:
         return
-    make_one = f"`episodic-memory pretrain --model {config.memory} --out DIR` writes one to DIR/model.safetensors"
+    model = model_name(backend_kind(config.memory).machine or DynamicKanervaMachine)
+    make_one = f"`episodic-memory pretrain --model {model} --out DIR` writes one to DIR/model.safetensors"
     if not Path(path).is_file():
         raise FileNotFoundError(f"{source} {path!r}: no such file; {if_missing}")
     try:
         kind = read_checkpoint_header(path)["kind"]
     except ValueError as error:
         raise ValueError(f"{source} {path!r}: {error}; {make_one}") from error
-    if kind != wanted:
-        raise ValueError(f"{source} {path!r} holds a {kind}, but --memory {config.memory} needs a {wanted}; {make_one}")
+    with_memory = sorted({backend.machine.kind for backend in BACKENDS.values() if backend.machine is not None})
+    if kind not in with_memory:
+        raise ValueError(
+            f"{source} {path!r} holds a {kind}, which has no memory; --memory needs a {' or '.join(with_memory)}; {make_one}"
+        )
+    try:
+        check_backend_machine(config.memory, kind, f"{source} {path!r}")
+    except ValueError as error:
+        raise ValueError(f"{error}; {make_one}") from error
 
 
 def extrinsic_rewards(rewards: np.ndarray, infos: list[dict[str, Any]]) -> np.ndarray:

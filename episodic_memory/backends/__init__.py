@@ -1,5 +1,10 @@
 """Memory backends: B online memories behind one interface (:class:`MemoryBackend`).
 
+The machines' own Kanerva memories:
+
+- :class:`DynamicKanervaMemory`: addressed by content, as the DKM reads it;
+- :class:`LearnedAddressKanervaMemory`: at the addresses a KM computes from each frame.
+
 The classical associative memories, for codes of any encoder or for raw ±1 patterns:
 
 - :class:`HopfieldMemory`: Hopfield networks with the Hebb, Storkey and pseudo-inverse rules;
@@ -10,13 +15,16 @@ The classical associative memories, for codes of any encoder or for raw ±1 patt
 from episodic_memory.backends.base import MemoryBackend, ReadoutKind, ReadoutSpec, binary_patterns
 from episodic_memory.backends.dense_associative import DenseAssociativeMemory
 from episodic_memory.backends.hopfield import HOPFIELD_RULES, HopfieldMemory, HopfieldRule
+from episodic_memory.backends.kanerva import DynamicKanervaMemory, LearnedAddressKanervaMemory
 from episodic_memory.backends.sparse_distributed import SparseDistributedMemory, radius_for_activation
 
 __all__ = [
     "HOPFIELD_RULES",
     "DenseAssociativeMemory",
+    "DynamicKanervaMemory",
     "HopfieldMemory",
     "HopfieldRule",
+    "LearnedAddressKanervaMemory",
     "MemoryBackend",
     "ReadoutKind",
     "ReadoutSpec",

@@ -72,6 +72,10 @@ class MemoryBackend(ABC):
     :param device: where the memories live.
     """
 
+    nonnegative_novelty: bool = False
+    """True when the ``novelty`` read-out is a surprise >= 0, positive for an empty memory (the
+    exploration bonus divides by it); an energy of either sign (e.g. a Hopfield network's) is not."""
+
     def __init__(
         self,
         batch_size: int,

@@ -41,6 +41,8 @@ class DenseAssociativeMemory(MemoryBackend):
     :param capacity: rows allocated per memory at the start (more are added as needed).
     """
 
+    nonnegative_novelty = True  # E >= 0 (Ramsauer et al.), |ξ|² for an empty memory
+
     def __init__(
         self,
         batch_size: int,
