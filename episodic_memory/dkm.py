@@ -59,6 +59,8 @@ class DynamicKanervaMachine(GenerativeMemory):
         trajectory, energies = dkm.attractor(state, noisy_x, steps=15)
     """
 
+    capabilities = GenerativeMemory.capabilities | {"prior_samples"}  # w ~ p(w), read, decode (DKM §4)
+
     def __init__(
         self,
         input_shape: tuple[int, ...] | list[int],

@@ -45,6 +45,10 @@ class MemoryMachine(nn.Module):
     """
 
     kind: ClassVar[str]
+    capabilities: ClassVar[frozenset[str]] = frozenset({"elbo"})
+    """What the model can be evaluated on: ``elbo`` (:meth:`loss`, per frame; conditional on the episode's memory
+    where the model has one), ``memory`` (``write``, reads, energies, capacity), ``attractor`` (attractor
+    dynamics from noisy or partial frames), ``prior_samples`` (frames sampled from a memory's prior over weights)."""
     memory: KanervaMemory
     input_spec: InputSpec
     config: dict[str, Any]
@@ -195,6 +199,7 @@ class GenerativeMemory(MemoryMachine):
     follow from them.
     """
 
+    capabilities = MemoryMachine.capabilities | {"memory", "attractor"}
     likelihood: Likelihood
     observation_encoding: ObservationEncoding | None
 

@@ -84,3 +84,9 @@ def test_train_agent_with_a_classical_memory_then_evaluate_it(tmp_path):
     assert saved["memory"] == "store-everything" and saved["readouts"] == ["retrieval", "novelty"]
     assert main(["evaluate-agent", "--agent", str(out / "agent.zip"), "--episodes", "2"]) == 0
     assert json.loads((out / "evaluation.json").read_text())["mean_return"] >= 1.0  # CartPole pays 1 a step
+
+
+def test_models_declare_what_they_can_be_evaluated_on():
+    assert MODELS["vae"].capabilities == {"elbo"}
+    assert MODELS["km"].capabilities == {"elbo", "memory", "attractor"}
+    assert MODELS["dkm"].capabilities == {"elbo", "memory", "attractor", "prior_samples"}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import typing
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,6 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from episodic_memory.dkm import DynamicKanervaMachine
 from episodic_memory.envs.dataset import parse_mode
 from episodic_memory.machine import GenerativeMemory, MemoryMachine, stop_at_convergence
 from episodic_memory.memory import MemoryState
@@ -329,8 +329,8 @@ def sample_and_refine(
     :raises TypeError: for models other than the DKM: the KM's prior goes through ``y ~ p(y)`` and its
         learned addressing rather than ``p(w)``, and the VAE has no memory.
     """
-    if not isinstance(model, DynamicKanervaMachine):
-        raise TypeError(f"sample_and_refine supports DynamicKanervaMachine models only, got a {type(model).__name__}")
+    if "prior_samples" not in model.capabilities:
+        raise TypeError(f"sample_and_refine needs a model with prior samples (a DynamicKanervaMachine), got a {model.kind}")
     if not isinstance(state, MemoryState):
         raise TypeError(f"state must be a MemoryState, got {type(state).__name__}")
     _check_positive_int("num_samples", num_samples)
@@ -355,7 +355,7 @@ def check_enough_layouts(config: EvaluationConfig, model: MemoryMachine, num_lay
     :param where: names the split in the message, e.g. ``"the test split of 'data/mazes'"``.
     :param fix: what to do about it, appended to the message.
     """
-    modes = [config.mode, *(config.capacity_modes if isinstance(model, GenerativeMemory) else ())]
+    modes = [config.mode, *(config.capacity_modes if "memory" in model.capabilities else ())]
     needed = {mode: parse_mode(mode) or 1 for mode in modes}
     too_many = [mode for mode, n in needed.items() if n > num_layouts]
     if too_many:
@@ -386,7 +386,7 @@ def evaluate_models(
         raise ValueError("evaluate_models needs at least one model, got an empty mapping")
     if "occlusion" in config.noises:
         for model in models.values():
-            if isinstance(model, GenerativeMemory) and model.input_spec.is_image:
+            if "attractor" in model.capabilities and model.input_spec.is_image:
                 _check_occlusion(model.input_spec, config.block)  # fail before any work
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -405,7 +405,7 @@ def evaluate_models(
             _episodes_per_batch(config.batch_size, config.max_frames_per_batch, T),
             config.seed,
         )
-        if isinstance(model, GenerativeMemory):
+        if "memory" in model.capabilities:
             entry["capacity"] = capacity_curve(
                 model,
                 sample,
@@ -415,6 +415,7 @@ def evaluate_models(
                 config.max_frames_per_batch,
                 config.seed,
             )
+        if "attractor" in model.capabilities:
             entry["denoising"] = {}
             for noise in config.noises:
                 if noise == "occlusion" and not model.input_spec.is_image:
@@ -436,7 +437,7 @@ def evaluate_models(
                 )
                 attractor_examples[f"{name}: {noise}"] = (result.pop("examples"), model.input_spec)
                 entry["denoising"][noise] = result
-        if isinstance(model, DynamicKanervaMachine):
+        if "prior_samples" in model.capabilities:
             rng = np.random.default_rng(config.seed)
             with _evaluation(model, rng):
                 state = model.write(_draw(sample, model, 1, T, config.mode, rng))
@@ -661,12 +662,12 @@ def _picture(frame: torch.Tensor, spec: InputSpec) -> np.ndarray:
 # Validation
 # --------------------------------------------------------------------------------------------
 def _require_memory(model: MemoryMachine, caller: str) -> GenerativeMemory:
-    if not isinstance(model, GenerativeMemory):
+    if not {"memory", "attractor"} <= model.capabilities:
         raise TypeError(
             f"{caller} needs a model with a memory (write, attractor), such as a DynamicKanervaMachine or a KanervaMachine; "
             f"got a {type(model).__name__}"
         )
-    return model
+    return typing.cast(GenerativeMemory, model)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from episodic_memory import DynamicKanervaMachine, GenerativeMemory, MemoryMachine
+from episodic_memory import GenerativeMemory, MemoryMachine
 from episodic_memory.envs.dataset import FrameDataset, parse_mode
 from episodic_memory.registry import MODELS
 from episodic_memory.train.config import field
@@ -419,7 +419,7 @@ def _training_images(model: MemoryMachine, dataset: FrameDataset, config: Pretra
     model.eval()
     try:
         figures = training_figures(model, x, rng)
-        if isinstance(model, DynamicKanervaMachine):
+        if "prior_samples" in model.capabilities:
             with torch.no_grad():
                 trajectory, _ = sample_and_refine(model, model.write(x[:1]), num_samples=6, steps=8, rng=rng)  # [N+1, 1, S, ...]
             figures["images/prior_samples"] = image_grid(trajectory[:, 0].transpose(0, 1))  # a row per sample
