@@ -44,10 +44,10 @@ from episodic_memory.agents.extractors import MemoryFeaturesExtractor
 from episodic_memory.agents.frame_stack import VecFrameStackKeys
 from episodic_memory.agents.replay import Float16ReadoutsReplayBuffer
 from episodic_memory.envs.gym_envs import agent_observations, make_env, random_observations, stackable
-from episodic_memory.observations import ObservationEncoding
-from episodic_memory.readouts import READOUTS, resolve_machine
+from episodic_memory.models.observations import ObservationEncoding
 from episodic_memory.registry import BACKENDS, backend_kind, check_backend_machine
-from episodic_memory.vec_env import VecEpisodicMemory
+from episodic_memory.wrappers.core import READOUTS, resolve_machine
+from episodic_memory.wrappers.vec_env import VecEpisodicMemory
 
 __all__ = [
     "ALGORITHMS",
@@ -206,8 +206,8 @@ def make_machine(
     ``memory="km"``, a DKM for every other memory, whose codes the classical backends store).
 
     A fresh machine is ``for_space(observation_space)`` seeded by ``config.seed`` (see
-    :meth:`~episodic_memory.machine.GenerativeMemory.for_space`), then calibrated
-    (:meth:`~episodic_memory.machine.GenerativeMemory.calibrate`) on the observations of a
+    :meth:`~episodic_memory.models.machine.GenerativeMemory.for_space`), then calibrated
+    (:meth:`~episodic_memory.models.machine.GenerativeMemory.calibrate`) on the observations of a
     seeded random walk of :data:`CALIBRATION_STEPS` steps in one environment. A checkpoint must
     read the observations: images of another size are resized by its saved preprocessing;
     anything else it cannot read is refused with the reason.

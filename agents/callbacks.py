@@ -6,7 +6,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import unwrap_vec_wrapper
 
-from episodic_memory.vec_env import VecEpisodicMemory
+from episodic_memory.wrappers.vec_env import VecEpisodicMemory
 
 __all__ = ["MemoryMetricsCallback"]
 

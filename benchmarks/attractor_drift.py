@@ -26,7 +26,7 @@ import torch
 
 from episodic_memory import DynamicKanervaMachine, load_machine
 from episodic_memory.envs.dataset import FrameDataset
-from episodic_memory.train.evaluate import NOISES, corrupt
+from episodic_memory.evaluation.generative import NOISES, corrupt
 
 
 def coders_round_trip(model: DynamicKanervaMachine, x: torch.Tensor, steps: int) -> torch.Tensor:

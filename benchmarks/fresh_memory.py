@@ -5,7 +5,7 @@ that machine calibrated on other episodes' observations ("calibrated": ``machine
 
 For every env, seed and machine: a random policy plays one episode (``--episode-steps`` at most); its
 first ``--length`` distinct observations are written one at a time into an
-:class:`~episodic_memory.readouts.EpisodicMemoryCore` of batch 1, as the wrappers write them (encode,
+:class:`~episodic_memory.wrappers.core.EpisodicMemoryCore` of batch 1, as the wrappers write them (encode,
 read out, write). Three of them (``--repeated``) are written three times (two more copies inserted at
 random places), the others once. Then, without writing, the memory is probed with
 
@@ -21,7 +21,7 @@ prior memory: the wrappers' exploration bonus with ``novelty_reward=1``) and the
 hidden_channels=16)`` on the frames; vectors ``cls((D,), likelihood="gaussian")`` on the same flat one-hot
 encoding the "after" machine reads (``machine.observation_encoding.encode``). Both are seeded with the
 same ``torch.manual_seed`` per seed. "calibrated" (``--no-calibrated`` leaves it out) is the "after" machine
-after :meth:`~episodic_memory.machine.GenerativeMemory.calibrate` on observations of other episodes (never
+after :meth:`~episodic_memory.models.machine.GenerativeMemory.calibrate` on observations of other episodes (never
 probed): the outputs of its code (and KM address) networks centred on them, the KM's addresses scaled to a
 median norm of 1.
 A good memory gives ``new`` near 1, ``once`` and ``3x`` well below it,
@@ -54,8 +54,8 @@ import torch
 from episodic_memory import DynamicKanervaMachine, GenerativeMemory, KanervaMachine
 from episodic_memory.envs.gym_envs import make_env
 from episodic_memory.envs.mazes import make_frame_env
-from episodic_memory.readouts import EpisodicMemoryCore
-from episodic_memory.wrappers import batch_of_one
+from episodic_memory.wrappers.core import EpisodicMemoryCore
+from episodic_memory.wrappers.env import batch_of_one
 
 DEFAULT_ENVS = ("MiniGrid-MemoryS7-v0", "CartPole-v1", "popgym-ConcentrationEasy-v0")
 MACHINES = {"DKM": DynamicKanervaMachine, "KM": KanervaMachine}

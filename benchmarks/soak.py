@@ -1,7 +1,7 @@
 """Soak test of VecEpisodicMemory: speed and numerical health of its memories over a long run.
 
 Drives ``--num-envs`` MiniGrid frame environments (an SB3 DummyVecEnv, wrapped in
-:class:`~episodic_memory.vec_env.VecEpisodicMemory`) with random actions (left, right, forward) for
+:class:`~episodic_memory.wrappers.vec_env.VecEpisodicMemory`) with random actions (left, right, forward) for
 ``--steps`` environment steps; memories return to the prior at every episode end, as in training.
 The memory is a DKM of the default pretrain size (code 100, K = 32, 16 filters) on 32x32 egocentric
 frames, freshly initialised unless ``--machine`` names a checkpoint.
@@ -47,8 +47,8 @@ from tqdm import tqdm
 from episodic_memory import GenerativeMemory
 from episodic_memory.agents.builder import AgentConfig, make_machine
 from episodic_memory.envs.mazes import make_frame_env
-from episodic_memory.memory import addressing_factor
-from episodic_memory.vec_env import VecEpisodicMemory
+from episodic_memory.kanerva.memory import addressing_factor
+from episodic_memory.wrappers.vec_env import VecEpisodicMemory
 
 LONG_EPISODE_ENV = "MiniGrid-Fetch-8x8-N3-v0"  # ends only on pickup, which random actions 0-2 never take
 

@@ -47,8 +47,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from episodic_memory import DynamicKanervaMachine, GenerativeMemory
 from episodic_memory.agents.builder import AgentConfig, make_machine
 from episodic_memory.envs.mazes import make_frame_env
-from episodic_memory.vec_env import VecEpisodicMemory
 from episodic_memory.wrappers import EpisodicMemoryWrapper
+from episodic_memory.wrappers.vec_env import VecEpisodicMemory
 
 
 def load_note() -> str:

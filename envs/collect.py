@@ -6,7 +6,7 @@ Shape convention (every array in this module; format: :mod:`episodic_memory.envs
 - ``S``: frame side in pixels (``frame_size``);
 - the frames of one layout are ``uint8 [T, S, S, 3]``, a shard of N layouts ``uint8 [N, T, S, S, 3]``;
   for other envs ``[T, *frame_shape]`` of the observations as the memory reads them
-  (:class:`~episodic_memory.observations.ObservationEncoding`): images as they are, anything else
+  (:class:`~episodic_memory.models.observations.ObservationEncoding`): images as they are, anything else
   one-hot encoded and flattened into float32 vectors ``[T, D]``.
 
 Any registered Gymnasium id works (:func:`~episodic_memory.envs.gym_envs.make_env`): MiniGrid ids
@@ -60,8 +60,8 @@ from episodic_memory.envs.shards import (
     write_json_atomic,
     write_shard,
 )
-from episodic_memory.observations import ObservationEncoding
-from episodic_memory.wrappers import batch_of_one
+from episodic_memory.models.observations import ObservationEncoding
+from episodic_memory.wrappers.env import batch_of_one
 
 if TYPE_CHECKING:
     from stable_baselines3 import PPO

@@ -68,7 +68,7 @@ class FrameDataset:
 
     Attributes: ``root``, ``split``, ``test_fraction``, ``view``, ``frame_shape`` ``(H, W, 3)`` (or the
     observations' ``(D,)``), ``dtype`` (``"uint8"``, or ``"float32"`` for encoded observations),
-    ``observation_encoding`` (the manifest's :class:`~episodic_memory.observations.ObservationEncoding`
+    ``observation_encoding`` (the manifest's :class:`~episodic_memory.models.observations.ObservationEncoding`
     config, None for datasets collected before it was recorded),
     ``steps_per_layout`` S, ``layout_ids`` (L ids, in the order of ``frames``), ``num_layouts`` L,
     ``num_frames`` ``L * S`` and ``frames`` ``uint8 [L, S, H, W, 3]``.

@@ -24,7 +24,7 @@ from gymnasium import spaces
 from minigrid.minigrid_env import MiniGridEnv
 
 from episodic_memory.envs.mazes import FrameObservation, make_registered
-from episodic_memory.observations import readable_keys
+from episodic_memory.models.observations import readable_keys
 
 __all__ = ["agent_observations", "import_modules", "make_env", "random_observations", "stackable"]
 

@@ -1,7 +1,7 @@
 """Every model kind and memory backend by name: the one source of ``--model`` and ``--memory`` choices.
 
 - :data:`MODELS`: the trainable models (``pretrain --model``), which are also what a checkpoint can
-  hold (:func:`~episodic_memory.machine.load_machine` loads these and nothing else).
+  hold (:func:`~episodic_memory.models.machine.load_machine` loads these and nothing else).
 - :data:`BACKENDS`: the memories the RL wrappers can run (``train-agent --memory``). A backend runs on
   the codes of a machine's encoder; ``dkm`` and ``km`` are the machine's own Kanerva memory and need
   that kind of machine, the classical memories take the codes of any machine.
@@ -25,10 +25,10 @@ from episodic_memory.backends import (
     MemoryBackend,
     SparseDistributedMemory,
 )
-from episodic_memory.dkm import DynamicKanervaMachine
-from episodic_memory.km import KanervaMachine
-from episodic_memory.machine import GenerativeMemory, MemoryMachine
-from episodic_memory.vae import VariationalAutoencoder
+from episodic_memory.models.dkm import DynamicKanervaMachine
+from episodic_memory.models.km import KanervaMachine
+from episodic_memory.models.machine import GenerativeMemory, MemoryMachine
+from episodic_memory.models.vae import VariationalAutoencoder
 
 __all__ = ["BACKENDS", "MODELS", "BackendKind", "backend_kind", "check_backend_machine", "model_name", "own_backend"]
 

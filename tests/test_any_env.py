@@ -15,7 +15,7 @@ from episodic_memory import load_machine
 from episodic_memory.agents.builder import AgentConfig, build_agent, make_agent_env
 from episodic_memory.envs import FrameDataset
 from episodic_memory.envs.gym_envs import make_env
-from episodic_memory.observations import ObservationEncoding
+from episodic_memory.models.observations import ObservationEncoding
 from episodic_memory.train.cli import main
 
 pytest.importorskip("popgym")

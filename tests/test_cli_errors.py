@@ -30,8 +30,8 @@ from episodic_memory.envs.dataset import FrameDataset
 from episodic_memory.train.cli import main
 from episodic_memory.train.pretrain import PretrainConfig, latest_checkpoint, pretrain
 from episodic_memory.train.tracking import RunLogger
-from episodic_memory.vec_env import VecEpisodicMemory
 from episodic_memory.wrappers import EpisodicMemoryWrapper
+from episodic_memory.wrappers.vec_env import VecEpisodicMemory
 
 FRAME = 16
 TEST_FRACTION = 0.1  # 3 of the 24 layouts of the dataset below: too few for the evaluation's 'layouts=8' episodes

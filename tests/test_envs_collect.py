@@ -14,7 +14,7 @@ from minigrid.core.world_object import Door
 
 from episodic_memory.envs import CollectConfig, FrameDataset, collect, make_frame_env, random_maze_id
 from episodic_memory.envs.collect import _walk
-from episodic_memory.observations import ObservationEncoding
+from episodic_memory.models.observations import ObservationEncoding
 
 SEED = 0
 ENVS = (random_maze_id(9), "MiniGrid-MemoryS7-v0")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from episodic_memory import DynamicKanervaMachine
-from episodic_memory.train.evaluate import (
+from episodic_memory.evaluation.generative import (
     EvaluationConfig,
     capacity_curve,
     conditional_nll,
@@ -20,7 +20,7 @@ from episodic_memory.train.evaluate import (
     evaluate_models,
     sample_and_refine,
 )
-from episodic_memory.vae import VariationalAutoencoder
+from episodic_memory.models.vae import VariationalAutoencoder
 
 SEED = 0
 FRAME = (8, 8, 1)

@@ -15,7 +15,7 @@ from episodic_memory import DynamicKanervaMachine
 from episodic_memory.agents.builder import AgentConfig, build_agent, load_agent
 from episodic_memory.agents.extractors import MemoryAttention, MemoryFeaturesExtractor, SmallImageCNN
 from episodic_memory.envs.mazes import make_frame_env
-from episodic_memory.vec_env import VecEpisodicMemory
+from episodic_memory.wrappers.vec_env import VecEpisodicMemory
 
 FRAME = 16
 POLICY_KWARGS = {

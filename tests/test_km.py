@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from episodic_memory import DynamicKanervaMachine, MemoryState
-from episodic_memory.km import _MIN_STD, KanervaMachine, diagonal_normal_kl
+from episodic_memory.models.km import _MIN_STD, KanervaMachine, diagonal_normal_kl
 from tests.reference import dense_memory_kl
 
 SEED = 0

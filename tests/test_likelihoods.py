@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from episodic_memory import DynamicKanervaMachine
-from episodic_memory.likelihoods import DiscretisedLogisticLikelihood, make_likelihood
+from episodic_memory.models.likelihoods import DiscretisedLogisticLikelihood, make_likelihood
 
 LEVELS = torch.arange(256, dtype=torch.float64) / 255
 

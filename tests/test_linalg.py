@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from episodic_memory.linalg import safe_cholesky
+from episodic_memory.kanerva.linalg import safe_cholesky
 
 
 def test_factor_of_spd_matrices():

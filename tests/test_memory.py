@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from episodic_memory import KanervaMemory, MemoryState
-from episodic_memory.memory import matrix_normal_kl
+from episodic_memory.kanerva.memory import matrix_normal_kl
 from tests.reference import dense_memory_kl, vec
 
 SEED = 0

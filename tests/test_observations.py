@@ -1,4 +1,4 @@
-"""Observation encodings (episodic_memory.observations) and machines built for a space (for_space).
+"""Observation encodings (episodic_memory.models.observations) and machines built for a space (for_space).
 
 The encodings are checked against hand-written one-hot vectors; the machines against real
 Gymnasium, MiniGrid and POPGym environments of every space kind.
@@ -22,7 +22,7 @@ from episodic_memory import DynamicKanervaMachine, KanervaMachine, load_machine
 from episodic_memory.agents.builder import AgentConfig, build_agent
 from episodic_memory.agents.extractors import MemoryFeaturesExtractor
 from episodic_memory.envs.mazes import make_frame_env
-from episodic_memory.observations import ObservationEncoding
+from episodic_memory.models.observations import ObservationEncoding
 from episodic_memory.wrappers import EpisodicMemoryWrapper
 
 popgym = pytest.importorskip("popgym")
@@ -262,8 +262,8 @@ class TestCalibrate:
     def test_a_fresh_agent_memory_tells_a_repeated_observation_from_new_ones(self, env_id):
         from episodic_memory.agents.builder import make_machine
         from episodic_memory.envs.gym_envs import make_env, random_observations
-        from episodic_memory.readouts import EpisodicMemoryCore
-        from episodic_memory.wrappers import batch_of_one
+        from episodic_memory.wrappers.core import EpisodicMemoryCore
+        from episodic_memory.wrappers.env import batch_of_one
 
         machine = make_machine(AgentConfig(env_id=env_id, memory="dkm", seed=0), "cpu")
         walk = random_observations(make_env(env_id), 200, seed=123)  # another walk than the calibration's

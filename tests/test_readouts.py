@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from episodic_memory import DynamicKanervaMachine, KanervaMachine
-from episodic_memory.readouts import EpisodicMemoryCore
+from episodic_memory.wrappers.core import EpisodicMemoryCore
 
 SIZE = 8
 

@@ -88,7 +88,7 @@ def test_the_shipped_config_trains_ppo_with_a_batched_memory(workdir):
     run, output = zoo_train(workdir, CONFIG, "--eval-freq", "128", "--eval-episodes", "2")
     assert_trained_with_the_memory(run)
     saved = yaml.unsafe_load((run / "CartPole-v1" / "config.yml").read_text())  # the zoo saves an OrderedDict
-    assert next(iter(dict(saved)["vec_env_wrapper"][0])) == "episodic_memory.vec_env.VecEpisodicMemory"
+    assert next(iter(dict(saved)["vec_env_wrapper"][0])) == "episodic_memory.wrappers.vec_env.VecEpisodicMemory"
     assert len(list(run.glob("*.monitor.csv"))) == 8 and len(monitor_episodes(run)) > 0  # one Monitor per environment
     evaluations = np.load(run / "evaluations.npz")
     assert evaluations["timesteps"].tolist() == [128, 256]  # the eval environment has the memory too
@@ -97,7 +97,7 @@ def test_the_shipped_config_trains_ppo_with_a_batched_memory(workdir):
 
 def test_with_a_novelty_reward_the_zoo_still_logs_extrinsic_returns(workdir):
     hyperparams = shipped_hyperparams()
-    hyperparams["vec_env_wrapper"][0]["episodic_memory.vec_env.VecEpisodicMemory"]["novelty_reward"] = 0.5
+    hyperparams["vec_env_wrapper"][0]["episodic_memory.wrappers.vec_env.VecEpisodicMemory"]["novelty_reward"] = 0.5
     run, output = zoo_train(workdir, write_config(workdir, hyperparams), "--eval-freq", "128", "--eval-episodes", "2")
     bonus = re.search(r"\|\s+novelty_bonus\s+\|\s+([0-9.e+-]+)", output)
     assert bonus is not None and float(bonus.group(1)) > 0.01  # the rewards PPO trained on carried the bonus
@@ -112,7 +112,7 @@ def test_with_a_novelty_reward_the_zoo_still_logs_extrinsic_returns(workdir):
 def test_one_memory_per_environment_in_subprocess_workers(workdir):
     """``env_wrapper`` builds an EpisodicMemoryWrapper inside each SubprocVecEnv worker from the checkpoint path."""
     hyperparams = shipped_hyperparams()
-    kwargs = hyperparams.pop("vec_env_wrapper")[0]["episodic_memory.vec_env.VecEpisodicMemory"]
+    kwargs = hyperparams.pop("vec_env_wrapper")[0]["episodic_memory.wrappers.vec_env.VecEpisodicMemory"]
     hyperparams["env_wrapper"] = [{"episodic_memory.wrappers.EpisodicMemoryWrapper": kwargs}]
     del hyperparams["callback"]  # MemoryMetricsCallback reads a VecEpisodicMemory
     hyperparams["n_envs"] = 2

@@ -35,7 +35,7 @@ from episodic_memory.train.train_agent import (
     run_episodes,
     train_agent,
 )
-from episodic_memory.vec_env import VecEpisodicMemory
+from episodic_memory.wrappers.vec_env import VecEpisodicMemory
 
 
 def tiny(out, **changes) -> TrainAgentConfig:

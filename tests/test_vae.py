@@ -7,7 +7,7 @@ import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 from episodic_memory import load_machine
-from episodic_memory.vae import VariationalAutoencoder
+from episodic_memory.models.vae import VariationalAutoencoder
 
 SEED = 0
 

@@ -9,7 +9,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from episodic_memory import DynamicKanervaMachine
 from episodic_memory.envs.mazes import make_frame_env
-from episodic_memory.vec_env import VecEpisodicMemory
+from episodic_memory.wrappers.vec_env import VecEpisodicMemory
 
 FRAME = 16
 MAX_STEPS = (3, 4, 6)  # episodes end at different steps in the three sub-environments

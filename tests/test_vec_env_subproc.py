@@ -16,7 +16,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from episodic_memory import DynamicKanervaMachine
 from episodic_memory.envs.mazes import make_frame_env
-from episodic_memory.vec_env import VecEpisodicMemory
+from episodic_memory.wrappers.vec_env import VecEpisodicMemory
 
 FRAME = 8
 MAX_STEPS = (3, 5)  # both sub-environments end (by time limit at the latest) at different steps

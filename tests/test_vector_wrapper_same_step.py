@@ -19,8 +19,8 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from episodic_memory import DynamicKanervaMachine
-from episodic_memory.readouts import DEFAULT_READOUTS, READOUTS
 from episodic_memory.wrappers import EpisodicMemoryVectorWrapper, EpisodicMemoryWrapper
+from episodic_memory.wrappers.core import DEFAULT_READOUTS, READOUTS
 
 NUM_ENVS = 3
 SEED = 5

@@ -26,9 +26,9 @@ import torch
 from episodic_memory import load_machine
 from episodic_memory.envs.collect import CollectConfig, collect
 from episodic_memory.envs.dataset import FrameDataset
+from episodic_memory.evaluation.generative import EvaluationConfig, check_enough_layouts, evaluate_models
 from episodic_memory.train.config import add_config_arguments, config_from_args
 from episodic_memory.train.demo import DemoConfig, run_demo
-from episodic_memory.train.evaluate import EvaluationConfig, check_enough_layouts, evaluate_models
 from episodic_memory.train.pretrain import PretrainConfig, pretrain, resolve_device
 from episodic_memory.train.train_agent import EvaluateAgentConfig, TrainAgentConfig, evaluate_agent, train_agent
 

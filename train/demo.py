@@ -10,7 +10,7 @@ Stages, each a library call (no subprocesses), each with its own directory under
 2. ``dkm/``      pretrain a Dynamic Kanerva Machine on them (:func:`episodic_memory.train.pretrain.pretrain`), with the
    model settings of ``configs/pretrain-mazes.yaml``;
 3. ``eval/``     evaluate it on held-out mazes: conditional NLL, capacity, denoising, figures
-   (:func:`episodic_memory.train.evaluate.evaluate_models`);
+   (:func:`episodic_memory.evaluation.generative.evaluate_models`);
 4. ``ppo-dkm/``  train PPO on a MiniGrid memory task with the pretrained memory wrapped around the
    environments, then evaluate it (:func:`~episodic_memory.train.train_agent.train_agent`,
    :func:`~episodic_memory.train.train_agent.evaluate_agent`);
@@ -48,9 +48,9 @@ from episodic_memory import load_machine
 from episodic_memory.envs.collect import CollectConfig, collect
 from episodic_memory.envs.dataset import FrameDataset
 from episodic_memory.envs.shards import MANIFEST_NAME
+from episodic_memory.evaluation.generative import EvaluationConfig, evaluate_models
 from episodic_memory.train.config import field
 from episodic_memory.train.curves import training_curve
-from episodic_memory.train.evaluate import EvaluationConfig, evaluate_models
 from episodic_memory.train.pretrain import PretrainConfig, pretrain, resolve_device
 from episodic_memory.train.train_agent import TrainAgentConfig, evaluate_agent, train_agent
 

@@ -37,10 +37,10 @@ from tqdm import tqdm
 
 from episodic_memory import GenerativeMemory, MemoryMachine
 from episodic_memory.envs.dataset import FrameDataset, parse_mode
+from episodic_memory.evaluation.figures import image_grid, training_figures
+from episodic_memory.evaluation.generative import EvaluationConfig, check_enough_layouts, evaluate_models, sample_and_refine
 from episodic_memory.registry import MODELS
 from episodic_memory.train.config import field
-from episodic_memory.train.evaluate import EvaluationConfig, check_enough_layouts, evaluate_models, sample_and_refine
-from episodic_memory.train.figures import image_grid, training_figures
 from episodic_memory.train.tracking import RunLogger
 
 __all__ = ["PretrainConfig", "StopRequest", "pretrain", "build_model", "latest_checkpoint", "resolve_device"]

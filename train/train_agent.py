@@ -57,7 +57,7 @@ from episodic_memory.registry import BACKENDS, backend_kind, check_backend_machi
 from episodic_memory.train.config import field
 from episodic_memory.train.pretrain import StopRequest, resolve_device
 from episodic_memory.train.tracking import RunLogger
-from episodic_memory.vec_env import VecEpisodicMemory
+from episodic_memory.wrappers.vec_env import VecEpisodicMemory
 
 __all__ = [
     "EvaluateAgentConfig",
@@ -510,7 +510,7 @@ def _check_memory_checkpoint(config: AgentConfig, source: str, if_missing: str) 
 def extrinsic_rewards(rewards: np.ndarray, infos: list[dict[str, Any]]) -> np.ndarray:
     """The environment's own rewards ``[num_envs]``: ``rewards`` without the memory's exploration bonus.
 
-    :class:`~episodic_memory.vec_env.VecEpisodicMemory` reports them in ``infos[i]["episodic_memory"]``;
+    :class:`~episodic_memory.wrappers.vec_env.VecEpisodicMemory` reports them in ``infos[i]["episodic_memory"]``;
     other environments' rewards are extrinsic already.
     """
     return np.array(

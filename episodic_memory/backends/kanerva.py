@@ -1,7 +1,7 @@
 """The Bayesian Kanerva memory as a backend: the DKM's (dynamic addressing) and the KM's (learned addresses).
 
 Shapes: ``B`` memories, ``K`` slots, ``C`` code size; codes ``z [B, C]``, weights ``w [B, K]``,
-the posterior mean ``R [B, K, C]``. Both backends run :class:`~episodic_memory.online.OnlineMemory`
+the posterior mean ``R [B, K, C]``. Both backends run :class:`~episodic_memory.kanerva.online.OnlineMemory`
 (KM eq. 9-11, one rank-one write a step) from the prior of a :class:`KanervaMemory`.
 
 Read-outs, all from the memory before the step's write:
@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 
 from episodic_memory.backends.base import MemoryBackend, ReadoutSpec
-from episodic_memory.memory import KanervaMemory
-from episodic_memory.online import OnlineMemory, StepReadout
+from episodic_memory.kanerva.memory import KanervaMemory
+from episodic_memory.kanerva.online import OnlineMemory, StepReadout
 
 __all__ = ["DynamicKanervaMemory", "LearnedAddressKanervaMemory"]
 

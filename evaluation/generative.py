@@ -35,10 +35,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from episodic_memory.envs.dataset import parse_mode
-from episodic_memory.machine import GenerativeMemory, MemoryMachine, stop_at_convergence
-from episodic_memory.memory import MemoryState
-from episodic_memory.preprocessing import InputSpec
-from episodic_memory.train.figures import image_grid
+from episodic_memory.evaluation.figures import image_grid
+from episodic_memory.kanerva.memory import MemoryState
+from episodic_memory.models.machine import GenerativeMemory, MemoryMachine, stop_at_convergence
+from episodic_memory.models.preprocessing import InputSpec
 
 __all__ = [
     "EpisodeSampler",
@@ -236,7 +236,7 @@ def denoising(
     For each batch: write the clean episodes ``x [b, T, *input_shape]`` (scaled to ``[0, 1]``), corrupt
     every frame, run ``model.attractor(state, noisy, steps)`` and compare each iterate with its clean frame;
     the same run, each trajectory stopped once it has converged in energy (``rtol``, see
-    :func:`~episodic_memory.machine.stop_at_convergence`), gives the ``converged`` curve.
+    :func:`~episodic_memory.models.machine.stop_at_convergence`), gives the ``converged`` curve.
 
     :param noise: ``"gaussian"``: add ``N(0, noise_std²)`` to every element, then clip to ``[0, 1]``;
         ``"occlusion"``: set one random ``block x block`` square of every frame to 0 (image models only).

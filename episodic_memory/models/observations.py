@@ -10,7 +10,7 @@ env's observations as they are. The rules:
 
 - an image ``Box`` (rank 3, one end of size <= 4 holding the channels), alone or as the one key
   read of a ``Dict``: passed through unchanged (uint8 or float), so the machine's own
-  preprocessing scales, transposes and resizes it (:mod:`episodic_memory.preprocessing`);
+  preprocessing scales, transposes and resizes it (:mod:`episodic_memory.models.preprocessing`);
 - everything else is flattened into one float32 vector, parts concatenated in the space's order:
   ``Discrete(n)`` one-hot (n entries), ``MultiDiscrete(nvec)`` one one-hot per entry
   (``sum(nvec)``), ``MultiBinary(n)`` its 0/1 bits, a float ``Box`` its values as they are, an
@@ -36,7 +36,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from episodic_memory.preprocessing import InputSpec
+from episodic_memory.models.preprocessing import InputSpec
 
 __all__ = ["ObservationEncoding", "batch_of_one", "describe_space", "image_space", "is_text", "readable_keys"]
 

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from episodic_memory.coders import build_coders
-from episodic_memory.likelihoods import make_likelihood
-from episodic_memory.machine import GenerativeMemory, last_linear
-from episodic_memory.memory import KanervaMemory, MemoryState
-from episodic_memory.preprocessing import ChannelOrder, InputSpec, ResizeMode
+from episodic_memory.kanerva.memory import KanervaMemory, MemoryState
+from episodic_memory.models.coders import build_coders
+from episodic_memory.models.likelihoods import make_likelihood
+from episodic_memory.models.machine import GenerativeMemory, last_linear
+from episodic_memory.models.preprocessing import ChannelOrder, InputSpec, ResizeMode
 
 __all__ = ["KanervaMachine", "diagonal_normal_kl"]
 
@@ -72,7 +72,7 @@ class KanervaMachine(GenerativeMemory):
     :param channel_order: ``"auto"`` (the end of size <= 4 holds the channels), ``"hwc"`` or ``"chw"``.
     :param resize: how image frames of another height and width are resized to the model's:
         ``"area"``, ``"bilinear"`` (antialiased) or ``"none"`` to refuse them (see
-        :mod:`episodic_memory.preprocessing`). Saved in the config; checkpoints without it read ``"area"``.
+        :mod:`episodic_memory.models.preprocessing`). Saved in the config; checkpoints without it read ``"area"``.
     :param hidden_channels: filters of every convolution (image inputs).
     :param hidden_size: width of the hidden layers of every MLP (coders for vector inputs, the
         posteriors and the key network f).
@@ -80,8 +80,8 @@ class KanervaMachine(GenerativeMemory):
         training mode only (App. C: it limits the information in the addresses).
     :param obs_noise_std: σ of ``p(z | y, M) = N(wᵀM, σ² I)`` (eq. 6), also the memory's write noise.
     :param normalise_codes: layer-normalise the mean of ``q(z | x)`` (the codes written and read out), as
-        :class:`~episodic_memory.dkm.DynamicKanervaMachine` does; our choice, not the paper's.
-    :param observation_encoding: as for :class:`~episodic_memory.dkm.DynamicKanervaMachine`.
+        :class:`~episodic_memory.models.dkm.DynamicKanervaMachine` does; our choice, not the paper's.
+    :param observation_encoding: as for :class:`~episodic_memory.models.dkm.DynamicKanervaMachine`.
 
     Example::
 

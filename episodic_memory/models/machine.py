@@ -22,10 +22,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from episodic_memory.likelihoods import BernoulliLikelihood, DiscretisedLogisticLikelihood, Likelihood
-from episodic_memory.memory import KanervaMemory, MemoryState
-from episodic_memory.observations import ObservationEncoding, batch_of_one
-from episodic_memory.preprocessing import InputSpec
+from episodic_memory.kanerva.memory import KanervaMemory, MemoryState
+from episodic_memory.models.likelihoods import BernoulliLikelihood, DiscretisedLogisticLikelihood, Likelihood
+from episodic_memory.models.observations import ObservationEncoding, batch_of_one
+from episodic_memory.models.preprocessing import InputSpec
 
 __all__ = ["GenerativeMemory", "MemoryMachine", "load_machine", "read_checkpoint_header", "stop_at_convergence", "FORMAT_VERSION"]
 
@@ -40,7 +40,7 @@ class MemoryMachine(nn.Module):
     (JSON-serialisable), so that ``type(model)(**model.config)`` rebuilds the same architecture.
     Episodes are ``x [B, T, *input_shape]``; image frames of another height and width (same
     channels) are resized by the machine's own preprocessing (``config["resize"]``, see
-    :mod:`episodic_memory.preprocessing`), and what the machine returns in frame space
+    :mod:`episodic_memory.models.preprocessing`), and what the machine returns in frame space
     (reconstructions, attractor trajectories) is at its ``input_shape``.
     """
 
@@ -217,7 +217,7 @@ class GenerativeMemory(MemoryMachine):
     ) -> GenerativeMemory:
         """A fresh machine that reads observations of ``space`` as they are (the wrappers take it as it is).
 
-        - **Inputs** (:mod:`episodic_memory.observations`): images as images, with convolutional coders
+        - **Inputs** (:mod:`episodic_memory.models.observations`): images as images, with convolutional coders
           (``hidden_channels=16`` unless given) at a reduced size: sides divided by the smallest integer
           that brings the longer one to at most ``max_side`` pixels (56 x 56 MiniGrid views -> 28 x 28,
           area-resized by the machine), which keeps the encoder cheap enough for every env step; everything

@@ -2,7 +2,7 @@
 
 Every episode starts from the memory prior; at every step the observation is encoded, read-outs
 are computed from the memory before it is written, then it is written (see
-:mod:`episodic_memory.readouts`). Reads are deterministic (posterior means), so seeded resets
+:mod:`episodic_memory.wrappers.core`). Reads are deterministic (posterior means), so seeded resets
 repeat exactly.
 
 The frames go to the machine as they are: the machine's own preprocessing (saved in its config)
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from episodic_memory.machine import GenerativeMemory
-from episodic_memory.observations import ObservationEncoding, batch_of_one, readable_keys
-from episodic_memory.readouts import EpisodicMemoryCore, Readout, resolve_machine
+from episodic_memory.models.machine import GenerativeMemory
+from episodic_memory.models.observations import ObservationEncoding, batch_of_one, readable_keys
+from episodic_memory.wrappers.core import EpisodicMemoryCore, Readout, resolve_machine
 
 __all__ = [
     "EpisodicMemoryVectorWrapper",
@@ -41,7 +41,7 @@ __all__ = [
 class MemoryObservation:
     """What the wrappers read from an environment's observations and what they hand the agent.
 
-    :param encoding: how the memory reads the observations (:class:`~episodic_memory.observations.ObservationEncoding`).
+    :param encoding: how the memory reads the observations (:class:`~episodic_memory.models.observations.ObservationEncoding`).
     :param keys: the environment's Dict keys the agent keeps (all but the ``Text`` ones); None for other
         spaces, whose observation the agent gets as ``observation``.
     :param observation: False to hand the agent the read-outs only.
@@ -68,7 +68,7 @@ def memory_observation_space(
 ) -> tuple[spaces.Dict, MemoryObservation]:
     """The wrapped ``Dict`` space and how observations are read and wrapped.
 
-    Any space the memory can encode is read (:mod:`episodic_memory.observations`): images as they
+    Any space the memory can encode is read (:mod:`episodic_memory.models.observations`): images as they
     are, other spaces one-hot encoded and flattened; for ``Dict`` observations ``obs_key`` names
     the key (or keys) the memory reads, every non-Text key when None. The agent's observation is
     ``{"observation": obs, **read-outs}``, or for a Dict the original keys without the ``Text``
@@ -128,7 +128,7 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
         whether or not ``"novelty"`` is a selected read-out), ``n⁰_t`` its novelty under the empty
         memory. The ratio is 1 for an episode's first view, lower for a view new to the episode
         (0.3-0.5 with a pretrained MiniGrid DKM, 0.4 with a fresh calibrated one) and near 0 for one
-        it has seen (see :mod:`episodic_memory.readouts`, ``benchmarks/fresh_memory.py``). 0 (the
+        it has seen (see :mod:`episodic_memory.wrappers.core`, ``benchmarks/fresh_memory.py``). 0 (the
         default) leaves rewards untouched. Each step's ``info["episodic_memory"]`` holds
         ``novelty``, ``extrinsic_reward`` and ``novelty_bonus``.
     :param observation: False hands the agent the read-outs only, without the environment's observation.

@@ -5,7 +5,7 @@ layout here: the frames of an episode are modelled independently of each other.
 
 Generative model ``p(z) = N(0, I)``, ``p(x | z) = d(z)``; approximate posterior
 ``q(z | x) = N(μ(x), diag σ(x)²)`` with ``[μ, ln σ]`` the ``2C`` encoder features (the encoder and
-decoder of :func:`~episodic_memory.coders.build_coders`, as in the KM, KM App. C and Fig. 9).
+decoder of :func:`~episodic_memory.models.coders.build_coders`, as in the KM, KM App. C and Fig. 9).
 
 Ref: Kingma and Welling, *Auto-Encoding Variational Bayes* (ICLR 2014); Wu et al., *The Kanerva
 Machine* (ICLR 2018), §4.1.
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import torch
 
-from episodic_memory.coders import build_coders
-from episodic_memory.likelihoods import make_likelihood
-from episodic_memory.machine import MemoryMachine
-from episodic_memory.preprocessing import ChannelOrder, InputSpec, ResizeMode
+from episodic_memory.models.coders import build_coders
+from episodic_memory.models.likelihoods import make_likelihood
+from episodic_memory.models.machine import MemoryMachine
+from episodic_memory.models.preprocessing import ChannelOrder, InputSpec, ResizeMode
 
 __all__ = ["VariationalAutoencoder"]
 
@@ -38,7 +38,7 @@ class VariationalAutoencoder(MemoryMachine):
     :param channel_order: ``"auto"`` (the end of size <= 4 holds the channels), ``"hwc"`` or ``"chw"``.
     :param resize: how image frames of another height and width are resized to the model's:
         ``"area"``, ``"bilinear"`` (antialiased) or ``"none"`` to refuse them (see
-        :mod:`episodic_memory.preprocessing`). Saved in the config; checkpoints without it read ``"area"``.
+        :mod:`episodic_memory.models.preprocessing`). Saved in the config; checkpoints without it read ``"area"``.
     :param hidden_channels: filters of every convolution (image inputs).
     :param hidden_size: width of the MLP layers (vector inputs).
 

@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 from episodic_memory.backends import MemoryBackend, ReadoutSpec
-from episodic_memory.machine import GenerativeMemory, load_machine
+from episodic_memory.models.machine import GenerativeMemory, load_machine
 from episodic_memory.registry import backend_kind, check_backend_machine, own_backend
 
 __all__ = ["DEFAULT_READOUTS", "READOUTS", "Readout", "EpisodicMemoryCore", "check_novelty_reward", "resolve_machine"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from episodic_memory.preprocessing import InputSpec
+from episodic_memory.models.preprocessing import InputSpec
 
 __all__ = ["ConvEncoder", "ConvDecoder", "MLPEncoder", "MLPDecoder", "build_coders", "conv_plan"]
 

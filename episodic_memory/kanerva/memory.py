@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from episodic_memory.linalg import safe_cholesky, symmetrize
+from episodic_memory.kanerva.linalg import safe_cholesky, symmetrize
 
 __all__ = ["MemoryState", "KanervaMemory", "addressing_factor", "matrix_normal_kl"]
 

@@ -1,7 +1,7 @@
 """Stable-Baselines3 VecEnv wrapper: one batched memory step for all sub-environments.
 
 This module imports stable-baselines3 (the rest of :mod:`episodic_memory` needs only torch, numpy
-and gymnasium); import it as ``from episodic_memory.vec_env import VecEpisodicMemory``.
+and gymnasium); import it as ``from episodic_memory.wrappers.vec_env import VecEpisodicMemory``.
 
 SB3 vectorised environments reset a finished sub-environment inside ``step``: the observation
 they return for it is the first of the next episode, and the last observation of the finished one
@@ -28,9 +28,9 @@ import torch
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from episodic_memory.machine import GenerativeMemory
-from episodic_memory.readouts import EpisodicMemoryCore, Readout, resolve_machine
-from episodic_memory.wrappers import batch_of_one, memory_observation_space
+from episodic_memory.models.machine import GenerativeMemory
+from episodic_memory.wrappers.core import EpisodicMemoryCore, Readout, resolve_machine
+from episodic_memory.wrappers.env import batch_of_one, memory_observation_space
 
 __all__ = ["VecEpisodicMemory"]
 

@@ -4,7 +4,7 @@ Shapes: episodes ``x [B, T, *input_shape]``, codes ``z [B, T, C]``, addressing w
 ``w [B, T, K]``, memories ``MemoryState(mean [B, K, C], cov [B, K, K])``.
 
 A deterministic encoder ``e(x) -> z`` and a decoder ``d(z) -> p(x | z)`` around a
-:class:`~episodic_memory.memory.KanervaMemory`. Addressing weights are solved against the memory
+:class:`~episodic_memory.kanerva.memory.KanervaMemory`. Addressing weights are solved against the memory
 (dynamic addressing, eq. 6) with ``q(w) = N(μw, σw² I)``, ``σw`` learned, ``p(w) = N(0, σw0² I)``.
 """
 
@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from episodic_memory.coders import build_coders
-from episodic_memory.likelihoods import make_likelihood
-from episodic_memory.machine import GenerativeMemory, last_linear
-from episodic_memory.memory import KanervaMemory, MemoryState
-from episodic_memory.preprocessing import ChannelOrder, InputSpec, ResizeMode
+from episodic_memory.kanerva.memory import KanervaMemory, MemoryState
+from episodic_memory.models.coders import build_coders
+from episodic_memory.models.likelihoods import make_likelihood
+from episodic_memory.models.machine import GenerativeMemory, last_linear
+from episodic_memory.models.preprocessing import ChannelOrder, InputSpec, ResizeMode
 
 __all__ = ["DynamicKanervaMachine"]
 
@@ -37,7 +37,7 @@ class DynamicKanervaMachine(GenerativeMemory):
     :param channel_order: ``"auto"`` (the end of size <= 4 holds the channels), ``"hwc"`` or ``"chw"``.
     :param resize: how image frames of another height and width are resized to the model's:
         ``"area"``, ``"bilinear"`` (antialiased) or ``"none"`` to refuse them (see
-        :mod:`episodic_memory.preprocessing`). Saved in the config; checkpoints without it read ``"area"``.
+        :mod:`episodic_memory.models.preprocessing`). Saved in the config; checkpoints without it read ``"area"``.
     :param hidden_channels: filters of every convolution (image inputs).
     :param hidden_size: width of the MLP layers (vector inputs).
     :param obs_noise_std: σξ of the memory's read noise.
@@ -47,7 +47,7 @@ class DynamicKanervaMachine(GenerativeMemory):
         entries, no parameters), so codes have norm √C, the scale of the prior's rows R0 and of σξ = 1:
         what makes a fresh (untrained) machine's read-outs informative (see :meth:`for_space`).
     :param observation_encoding: how observations of a Gymnasium space become this machine's frames
-        (:meth:`~episodic_memory.observations.ObservationEncoding.to_config`), set by :meth:`for_space`
+        (:meth:`~episodic_memory.models.observations.ObservationEncoding.to_config`), set by :meth:`for_space`
         and by pretraining on collected observations; None for machines that read frames only.
 
     Example::

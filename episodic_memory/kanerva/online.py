@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import torch
 
-from episodic_memory.memory import KanervaMemory, MemoryState, addressing_factor
+from episodic_memory.kanerva.memory import KanervaMemory, MemoryState, addressing_factor
 
 __all__ = ["OnlineMemory", "StepReadout"]
 

@@ -1,0 +1,25 @@
+"""The generative models: the Dynamic Kanerva Machine, the Kanerva Machine and the memory-less VAE baseline.
+
+Each is a :class:`MemoryMachine` (encoder, decoder, likelihood, one safetensors checkpoint); the two with a
+Kanerva memory are :class:`GenerativeMemory`. How observations of any Gymnasium space become their
+inputs is :class:`ObservationEncoding`; how image frames are resized and scaled, :class:`InputSpec`.
+"""
+
+from episodic_memory.models.dkm import DynamicKanervaMachine
+from episodic_memory.models.km import KanervaMachine
+from episodic_memory.models.machine import GenerativeMemory, MemoryMachine, load_machine, read_checkpoint_header
+from episodic_memory.models.observations import ObservationEncoding
+from episodic_memory.models.preprocessing import InputSpec
+from episodic_memory.models.vae import VariationalAutoencoder
+
+__all__ = [
+    "DynamicKanervaMachine",
+    "GenerativeMemory",
+    "InputSpec",
+    "KanervaMachine",
+    "MemoryMachine",
+    "ObservationEncoding",
+    "VariationalAutoencoder",
+    "load_machine",
+    "read_checkpoint_header",
+]
