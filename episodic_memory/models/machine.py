@@ -34,7 +34,10 @@ _METADATA_KEY = "episodic_memory"
 
 
 class MemoryMachine(nn.Module):
-    """Base class of the generative memories (DKM, KM): an encoder, a decoder and a :class:`KanervaMemory`.
+    """Base class of the generative models (DKM, KM, VAE): an encoder, a decoder, a likelihood, one checkpoint file.
+
+    The models with a :class:`KanervaMemory` are :class:`GenerativeMemory` (the VAE, the memory-less
+    baseline, is not); :attr:`capabilities` says what each can be evaluated on.
 
     Subclasses build their networks from keyword arguments and record them in ``self.config``
     (JSON-serialisable), so that ``type(model)(**model.config)`` rebuilds the same architecture.
@@ -49,7 +52,6 @@ class MemoryMachine(nn.Module):
     """What the model can be evaluated on: ``elbo`` (:meth:`loss`, per frame; conditional on the episode's memory
     where the model has one), ``memory`` (``write``, reads, energies, capacity), ``attractor`` (attractor
     dynamics from noisy or partial frames), ``prior_samples`` (frames sampled from a memory's prior over weights)."""
-    memory: KanervaMemory
     input_spec: InputSpec
     config: dict[str, Any]
 
@@ -64,10 +66,6 @@ class MemoryMachine(nn.Module):
     @property
     def code_size(self) -> int:
         return self.config["code_size"]
-
-    @property
-    def num_slots(self) -> int:
-        return self.memory.num_slots
 
     @property
     def dtype(self) -> torch.dtype:
@@ -200,8 +198,14 @@ class GenerativeMemory(MemoryMachine):
     """
 
     capabilities = MemoryMachine.capabilities | {"memory", "attractor"}
+    memory: KanervaMemory
     likelihood: Likelihood
     observation_encoding: ObservationEncoding | None
+
+    @property
+    def num_slots(self) -> int:
+        """K, the rows of the memory."""
+        return self.memory.num_slots
 
     @classmethod
     def for_space(
