@@ -18,7 +18,14 @@ changes nothing. Rows:
   8,256 numbers) and the radius that selects about ``--sdm-activation`` of them;
 - ``store-everything``: :class:`DenseAssociativeMemory` (β = ``--dense-beta``, 3 update steps, the
   retrieval's signs as bits). It keeps every pattern, N·128 numbers: over the budget beyond 64
-  patterns (marked in the table), the reference a compressing memory is measured against.
+  patterns (marked in the table), the reference a compressing memory is measured against;
+- ``dkm``, ``km``: a Dynamic Kanerva Machine and a Kanerva Machine with K = 64 slots of C = 96
+  (R and the symmetric U: 6,144 + 2,080 = 8,224 numbers), MLP coders and a Bernoulli likelihood on the
+  bits as {0, 1}, trained for the job as EBMM is: their objective (DKM Algorithm 1, KM eq. 8) on sets
+  of 16-96 random patterns for ``--train-steps`` steps, cached in ``--cache`` and reused. The patterns
+  are written (``model.write``), each query has its erased bits at ½, and the retrieval is
+  ``--model-steps`` attractor iterations ``x <- mode p(x | x, M)`` (DKM §3.5) with the known bits
+  held, its bits the mode's. The sizes, the training schedule and the erased bits at ½ are our choices.
 
 Usage::
 
@@ -32,9 +39,12 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
+from episodic_memory import DynamicKanervaMachine, GenerativeMemory, KanervaMachine, load_machine
 from episodic_memory.backends import DenseAssociativeMemory, HopfieldMemory, SparseDistributedMemory, binary_patterns
 
 BITS = 128
@@ -59,14 +69,67 @@ def corrupted_queries(patterns: torch.Tensor, generator: torch.Generator) -> tup
     return torch.where(known, patterns, torch.zeros_like(patterns)), known
 
 
+TRAINED = {"dkm": DynamicKanervaMachine, "km": KanervaMachine}
+MODEL_SLOTS, MODEL_CODE = 64, 96  # K·C + K(K+1)/2 = 8,224 numbers of memory
+
+
+class TrainedRecall:
+    """A trained DKM or KM as a binary-pattern memory for B pattern sets: write them all, then retrieve queries."""
+
+    def __init__(self, model: GenerativeMemory, batch_size: int, steps: int) -> None:
+        self.model, self.steps, self.state = model, steps, None
+        self.state_floats = MODEL_SLOTS * MODEL_CODE + MODEL_SLOTS * (MODEL_SLOTS + 1) // 2
+
+    def write_all(self, patterns: torch.Tensor) -> None:
+        """Write ``patterns [B, N, C]`` (±1) into B fresh memories."""
+        with torch.no_grad():
+            self.state = self.model.write(((patterns + 1) / 2).float())  # bits as {0, 1}
+
+    def retrieve(self, queries: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """Attractor iterations from ``queries [B, N, C]`` (erased bits 0) with the known bits held; ±1 bits."""
+        x0 = ((queries + 1) / 2).float()  # erased bits at ½
+        x = x0
+        with torch.no_grad():
+            for _ in range(self.steps):
+                x = torch.where(known, x0, self.model.attractor(self.state, x, 1)[0][-1])
+        return torch.where(x > 0.5, 1.0, -1.0).to(queries.dtype)
+
+
+def trained_model(name: str, args: argparse.Namespace) -> GenerativeMemory:
+    """The ``dkm`` or ``km`` of the table: loaded from ``--cache`` when trained with these settings, else trained and saved."""
+    settings = {"model": name, "steps": args.train_steps, "seed": args.seed, "slots": MODEL_SLOTS, "code": MODEL_CODE}
+    path, meta = Path(args.cache) / f"{name}.safetensors", Path(args.cache) / f"{name}.json"
+    if path.is_file() and meta.is_file() and json.loads(meta.read_text()) == settings:
+        return load_machine(path).eval()
+    torch.manual_seed(args.seed)
+    model = TRAINED[name]((BITS,), code_size=MODEL_CODE, num_slots=MODEL_SLOTS, likelihood="bernoulli")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(args.seed + 7)
+    model.train()
+    for _ in tqdm(range(args.train_steps), desc=f"training the {name} on random pattern sets", disable=args.json):
+        count = PATTERN_COUNTS[int(torch.randint(len(PATTERN_COUNTS), (1,), generator=generator))]
+        x = torch.randint(0, 2, (16, count, BITS), generator=generator).float()  # 16 sets of N patterns, bits {0, 1}
+        optimizer.zero_grad()
+        model.loss(x)["loss"].backward()
+        optimizer.step()
+    model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    meta.write_text(json.dumps(settings))
+    return model
+
+
 def recall_errors(
     memory_factory: Callable[[int], object], patterns: torch.Tensor, generator: torch.Generator
 ) -> tuple[torch.Tensor, int]:
     """Write ``patterns [B, N, C]`` into B fresh memories, query each corrupted; (error bits [B, N], numbers held)."""
     B, N, _ = patterns.shape
     memory = memory_factory(B)
-    for n in range(N):
-        memory.write(patterns[:, n])
+    if isinstance(memory, TrainedRecall):
+        memory.write_all(patterns)
+    else:
+        for n in range(N):
+            memory.write(patterns[:, n])
     queries, known = corrupted_queries(patterns, generator)
     if isinstance(memory, DenseAssociativeMemory):
         retrieved = binary_patterns(torch.where(known, queries, memory.retrieve(queries)))
@@ -87,6 +150,10 @@ def models(args: argparse.Namespace) -> dict[str, Callable[[int], object]]:
         ),
         "store-everything": lambda B: DenseAssociativeMemory(B, BITS, beta=args.dense_beta, steps=3, dtype=dtype),
     }
+    for name in TRAINED:
+        if name in args.models:
+            model = trained_model(name, args)
+            rows[name] = lambda B, model=model: TrainedRecall(model, B, args.model_steps)
     return {name: rows[name] for name in args.models}
 
 
@@ -94,7 +161,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20, help="independent pattern sets per pattern count")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--models", nargs="+", default=["hebb", "storkey", "pseudo-inverse", "sdm", "store-everything"])
+    parser.add_argument(
+        "--models", nargs="+", default=["hebb", "storkey", "pseudo-inverse", "sdm", "store-everything", "dkm", "km"]
+    )
+    parser.add_argument("--train-steps", type=int, default=2000, help="training steps of the dkm and km rows")
+    parser.add_argument("--model-steps", type=int, default=10, help="attractor iterations of the dkm and km retrievals")
+    parser.add_argument("--cache", default="runs/binary_recall", help="where the trained dkm and km are kept and reused")
     parser.add_argument("--sdm-activation", type=float, default=0.1, help="fraction of the 64 locations a pattern selects")
     parser.add_argument("--dense-beta", type=float, default=0.25, help="inverse temperature of store-everything")
     parser.add_argument("--json", action="store_true", help="print one JSON object {model: {patterns: error bits}} only")

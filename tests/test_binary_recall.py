@@ -28,3 +28,13 @@ def test_hopfield_rows_match_the_paper_and_storing_everything_recalls_every_bit(
         assert all(abs(a - b) <= 1.5 for a, b in zip(ours, paper, strict=True)), (name, ours, paper)
         assert ours == sorted(ours)  # more patterns, more errors
     assert set(errors["store-everything"].values()) == {0.0}
+
+
+def test_trained_rows_are_cached_and_reused(tmp_path) -> None:
+    run = [sys.executable, str(SCRIPT), "--json", "--trials", "2", "--models", "km", "--train-steps", "2"]
+    run += ["--model-steps", "1", "--cache", str(tmp_path)]
+    first = json.loads(subprocess.run(run, capture_output=True, text=True, timeout=300, check=True).stdout)
+    saved = (tmp_path / "km.safetensors").stat().st_mtime_ns
+    again = json.loads(subprocess.run(run, capture_output=True, text=True, timeout=300, check=True).stdout)
+    assert (tmp_path / "km.safetensors").stat().st_mtime_ns == saved  # loaded, not trained again
+    assert again == first and all(0 <= bits <= 64 for bits in first["km"].values())  # only the erased bits can be wrong
