@@ -86,6 +86,32 @@ def test_readouts_are_normalised_to_order_one_whatever_the_machine_scale():
     assert (changed[:, 16:24].amax(1) > 1e-2).all() and (changed[:, 24:].amax(1) > 1e-2).all()
 
 
+def test_readouts_are_read_by_their_declared_kind_not_their_name():
+    space = spaces.Dict(
+        {
+            "observation": spaces.Box(0.0, 1.0, (4,), np.float32),
+            "cleaned": spaces.Box(-np.inf, np.inf, (12,), np.float32),
+            "energy": spaces.Box(-np.inf, np.inf, (1,), np.float32),
+            "slots": spaces.Box(-np.inf, np.inf, (6, 12), np.float32),
+            "memory": spaces.Box(-np.inf, np.inf, (3,), np.float32),  # an environment key that happens to be called memory
+        }
+    )
+    kinds = {"cleaned": "code", "energy": "energy", "slots": "rows"}
+    extractor = MemoryFeaturesExtractor(space, mlp_features=8, attention_dim=4, readout_kinds=kinds)
+    assert extractor.memory_key == "slots" and extractor.attention is not None
+    assert set(extractor.flat_keys) == {"observation", "cleaned", "energy", "memory"}
+    x = torch.tensor([[-5.0], [0.0], [300.0]])
+    torch.testing.assert_close(extractor._flat("energy", x), torch.sign(x) * torch.log1p(x.abs()))
+    torch.testing.assert_close(extractor._flat("memory", 50 * torch.ones(2, 3)), 50 * torch.ones(2, 3))  # not a read-out: raw
+    code = extractor._flat("cleaned", 80 * torch.randn(2, 12))
+    torch.testing.assert_close(code.mean(1), torch.zeros(2), atol=1e-5, rtol=0)
+    assert extractor({k: torch.as_tensor(v)[None] for k, v in space.sample().items()}).shape == (1, 8 + 4)
+    with pytest.raises(ValueError, match="reads one 'rows' read-out"):
+        MemoryFeaturesExtractor(space, readout_kinds={"slots": "rows", "cleaned": "rows"})
+    with pytest.raises(ValueError, match="must map keys to 'code', 'energy' or 'rows'"):
+        MemoryFeaturesExtractor(space, readout_kinds={"slots": "matrix"})
+
+
 def test_agents_saved_before_the_normalisation_keep_reading_raw(dkm, tmp_path):
     venv = memory_venv(dkm)
     old = PPO(
