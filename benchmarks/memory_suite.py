@@ -104,9 +104,15 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
         "frame_stack": 4,
     },
     "ppo+dkm+framestack": {"algo": "ppo", "memory": "dkm", "policy_input": "both", "frame_stack": 4},  # order beside the memory
-    # The classical memories of the machine's codes, read as the best DKM method reads its memory (standardised).
+    # The classical memories of the machine's codes, read as the best DKM method reads its memory (ppo+dkm-linear+std).
     **{
-        f"ppo+{name}": {"algo": "ppo", "memory": name, "policy_input": "both", "standardise_readouts": True}
+        f"ppo+{name}": {
+            "algo": "ppo",
+            "memory": name,
+            "policy_input": "both",
+            "memory_head": "linear",
+            "standardise_readouts": True,
+        }
         for name, kind in BACKENDS.items()
         if kind.machine is None
     },

@@ -72,7 +72,7 @@ class BackendKind:
     machine: type[GenerativeMemory] | None = None
 
 
-KANERVA_READOUTS = ("retrieval", "novelty", "memory")
+WITH_ROWS = ("retrieval", "novelty", "memory")  # the Kanerva memories' R, a Hopfield network's W
 
 
 def _device_and_dtype(machine: GenerativeMemory) -> dict:
@@ -84,27 +84,30 @@ BACKENDS: dict[str, BackendKind] = {
     "dkm": BackendKind(
         "the DKM's Kanerva memory, addressed by content (DKM eq. 6), attractor retrieval",
         lambda m, B, steps: DynamicKanervaMemory(m.memory, B, steps),
-        readouts=KANERVA_READOUTS,
+        readouts=WITH_ROWS,
         machine=DynamicKanervaMachine,
     ),
     "km": BackendKind(
         "the KM's Kanerva memory, read and written at the KM's learned addresses (KM eq. 5-6)",
         lambda m, B, steps: LearnedAddressKanervaMemory(m.memory, B),
-        readouts=KANERVA_READOUTS,
+        readouts=WITH_ROWS,
         inputs=_codes_and_addresses,
         machine=KanervaMachine,
     ),
     "hopfield-hebb": BackendKind(
         "Hopfield network of the codes' signs, Hebb rule",
         lambda m, B, steps: HopfieldMemory(B, m.code_size, "hebb", max_sweeps=steps, **_device_and_dtype(m)),
+        readouts=WITH_ROWS,
     ),
     "hopfield-storkey": BackendKind(
         "Hopfield network of the codes' signs, Storkey rule",
         lambda m, B, steps: HopfieldMemory(B, m.code_size, "storkey", max_sweeps=steps, **_device_and_dtype(m)),
+        readouts=WITH_ROWS,
     ),
     "hopfield-pinv": BackendKind(
         "Hopfield network of the codes' signs, pseudo-inverse rule",
         lambda m, B, steps: HopfieldMemory(B, m.code_size, "pseudo-inverse", max_sweeps=steps, **_device_and_dtype(m)),
+        readouts=WITH_ROWS,
     ),
     "sdm": BackendKind(
         "Kanerva's sparse distributed memory of the codes' signs (1,024 locations)",

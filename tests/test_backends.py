@@ -149,6 +149,9 @@ def test_hebb_rule_is_the_sum_of_outer_products_without_the_diagonal():
     for b in range(B):
         np.fill_diagonal(expected[b], 0.0)
     np.testing.assert_allclose(memory.weights.numpy(), expected, atol=1e-12)
+    z = torch.randn(B, C, dtype=torch.float64)
+    np.testing.assert_allclose(memory.step(z)["memory"].numpy(), expected, atol=1e-12)  # W before this step's write
+    assert not torch.equal(memory.weights, torch.from_numpy(expected))
 
 
 def test_storkey_rule_matches_its_definition_written_out_unit_by_unit():

@@ -57,7 +57,7 @@ def test_a_classical_backend_in_the_wrapper_passes_check_env(backend):
     env = gymnasium.make("CartPole-v1")
     machine = DynamicKanervaMachine.for_space(env.observation_space, code_size=16, num_slots=4)
     wrapped = EpisodicMemoryWrapper(env, machine, backend=backend)
-    assert set(wrapped.observation_space.spaces) == {"observation", "retrieval", "novelty"}
+    assert set(wrapped.observation_space.spaces) == {"observation", *BACKENDS[backend].readouts}
     check_env(wrapped, skip_render_check=True)
     obs, _ = wrapped.reset(seed=0)
     for _ in range(5):

@@ -48,7 +48,8 @@ class HopfieldMemory(MemoryBackend):
 
     Read-outs of :meth:`step`: ``retrieval [C]`` (code), the fixed point reached from the code's
     pattern; ``novelty [1]`` (energy), ``E(x)`` of that pattern: about ``−C/2`` for a stored pattern
-    under the Hebb rule, near 0 for one unlike the stored ones.
+    under the Hebb rule, near 0 for one unlike the stored ones; ``memory [C, C]`` (rows), the weights
+    W, the network's whole summary of the episode, as the Kanerva memories hand over their R.
 
     :param rule: ``hebb``, ``storkey`` or ``pseudo-inverse`` (module docstring).
     :param update: ``async`` (one unit at a time, random order) or ``sync`` (all units at once).
@@ -83,7 +84,12 @@ class HopfieldMemory(MemoryBackend):
 
     @property
     def readout_specs(self) -> dict[str, ReadoutSpec]:
-        return {"retrieval": ReadoutSpec((self.code_size,), "code"), "novelty": ReadoutSpec((1,), "energy")}
+        C = self.code_size
+        return {
+            "retrieval": ReadoutSpec((C,), "code"),
+            "novelty": ReadoutSpec((1,), "energy"),
+            "memory": ReadoutSpec((C, C), "rows"),
+        }
 
     @property
     def state_floats(self) -> int:
@@ -156,6 +162,7 @@ class HopfieldMemory(MemoryBackend):
     def _step(self, z: torch.Tensor, write: bool) -> dict[str, torch.Tensor]:
         x = binary_patterns(z)  # [B, C]
         out = {"retrieval": self.retrieve(x[:, None])[:, 0], "novelty": self.energy(x[:, None])}  # [B, C], [B, 1]
+        out["memory"] = self.weights.clone()  # before the write [B, C, C]
         if write:
             self.write(x)
         return out
