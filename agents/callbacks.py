@@ -1,4 +1,4 @@
-"""SB3 callbacks for agents with an episodic memory."""
+"""SB3 callbacks for agents with an episodic memory, and the size of the window behind SB3's mean return."""
 
 from __future__ import annotations
 
@@ -8,7 +8,25 @@ from stable_baselines3.common.vec_env import unwrap_vec_wrapper
 
 from episodic_memory.wrappers.vec_env import VecEpisodicMemory
 
-__all__ = ["MemoryMetricsCallback"]
+__all__ = ["EPISODE_WINDOW_KEY", "EpisodeWindowCallback", "MemoryMetricsCallback"]
+
+EPISODE_WINDOW_KEY = "rollout/ep_window"
+
+
+class EpisodeWindowCallback(BaseCallback):
+    """Logs ``rollout/ep_window``, the number of episodes behind ``rollout/ep_rew_mean`` (at most SB3's 100).
+
+    Early in training, and again after a resume, SB3's mean return averages the few episodes that have
+    ended, and the first to end are rarely typical (on MiniGrid-Memory the quick ones are the successes:
+    a first rollout of a random policy can read 0.85). A training curve counts a point once its window
+    is full (:func:`~episodic_memory.train.curves.training_curve`).
+    """
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.logger.record(EPISODE_WINDOW_KEY, len(self.model.ep_info_buffer or ()))
 
 
 class MemoryMetricsCallback(BaseCallback):

@@ -8,7 +8,8 @@ logged after every rollout) from its ``metrics.jsonl`` and reports
 - ``mmer``: POPGym's metric (Morad et al., ICLR 2023), the maximum over training of the mean episode
   return. POPGym's environments scale every episode's return to [-1, 1] themselves, so their returns
   are MMER-normalised as they come; MiniGrid's lie in [0, 1]. POPGym averages the episodes of one
-  training batch; the suite averages the last 100 episodes (SB3's window), a little smoother;
+  training batch; the suite averages the last 100 episodes (SB3's window), a little smoother, and
+  counts a point once that window is full (the first episodes to end are rarely typical);
 - ``final_return``: the last point of the curve;
 - ``steps_to_threshold``: the first step at which the curve reached the task's threshold (MiniGrid:
   0.85, about 90% success; POPGym: none unless ``--threshold`` sets one);
@@ -154,13 +155,20 @@ def run_dir_of(out: str | Path, task: str, method: str, seed: int) -> Path:
     return Path(out) / task / method / f"seed{seed}"
 
 
-def finished(run_dir: Path, steps: int) -> dict[str, Any] | None:
-    """The run's ``result.json`` if it finished with ``steps`` steps, else None."""
+def finished(run_dir: Path, steps: int, threshold: float | None) -> dict[str, Any] | None:
+    """The run's ``result.json`` if it finished with ``steps`` steps, its curve scores read again from its
+    ``metrics.jsonl`` (the curve is the record; the scores follow :func:`training_curve` as it is now); else None."""
     path = run_dir / "result.json"
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
-    return result if result.get("budget") == steps else None
+    if result.get("budget") != steps:
+        return None
+    return {**result, **curve_scores(training_curve(run_dir), threshold)}
+
+
+def _threshold(task: str, args: argparse.Namespace) -> float | None:
+    return args.threshold.get(task, TASKS[task].threshold)
 
 
 def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -182,7 +190,7 @@ def run_one(task: str, method: str, seed: int, args: argparse.Namespace) -> dict
         "seconds": summary["train_seconds"],
         "fps": summary["fps"],
         "resumed": resume,
-        **curve_scores(training_curve(run_dir), args.threshold.get(task, TASKS[task].threshold)),
+        **curve_scores(training_curve(run_dir), _threshold(task, args)),
     }
     if TASKS[task].minigrid and args.eval_episodes:
         sampled = evaluate_agent(Path(summary["agent"]), args.eval_episodes, seed=seed + 10_000, deterministic=False)
@@ -350,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     grid = [(task, method, seed) for task in args.tasks for method in args.methods for seed in args.seeds]
-    done = {run: finished(run_dir_of(out, *run), args.steps) for run in grid}
+    done = {run: finished(run_dir_of(out, *run), args.steps, _threshold(run[0], args)) for run in grid}
     if args.report:
         results = [result for result in done.values() if result is not None]
         if not results:

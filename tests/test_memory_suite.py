@@ -43,15 +43,16 @@ def test_comparisons_count_tasks_where_a_method_matches_recurrent_ppo() -> None:
 
 
 def test_a_tiny_suite_runs_skips_finished_runs_and_extends_budgets(tmp_path: Path, capsys) -> None:
-    args = ["--tasks", "RepeatFirstEasy", "--methods", "ppo", "ppo+dkm", "--steps", "1024", "--out", str(tmp_path)]
+    # 6 rollouts of 8 x 128 steps: RepeatFirstEasy's 51-step episodes fill the 100-episode window in the last one.
+    args = ["--tasks", "RepeatFirstEasy", "--methods", "ppo", "ppo+dkm", "--steps", "6144", "--out", str(tmp_path)]
     suite.main(args)
     rows = json.loads((tmp_path / "results.json").read_text())
-    assert [(r["method"], r["steps"], r["resumed"]) for r in rows] == [("ppo", 1024, False), ("ppo+dkm", 1024, False)]
+    assert [(r["method"], r["steps"], r["resumed"]) for r in rows] == [("ppo", 6144, False), ("ppo+dkm", 6144, False)]
     for row in rows:
         assert -1.0 <= row["final_return"] <= row["mmer"] <= 1.0  # POPGym's returns lie in [-1, 1]
         assert row["fps"] > 0
     assert (tmp_path / "learning_curves.png").stat().st_size > 0
-    assert "| RepeatFirstEasy | ppo+dkm | 0 | 1,024 |" in (tmp_path / "results.md").read_text()
+    assert "| RepeatFirstEasy | ppo+dkm | 0 | 6,144 |" in (tmp_path / "results.md").read_text()
 
     result_file = tmp_path / "RepeatFirstEasy" / "ppo" / "seed0" / "result.json"
     written = result_file.stat().st_mtime_ns
@@ -59,11 +60,26 @@ def test_a_tiny_suite_runs_skips_finished_runs_and_extends_budgets(tmp_path: Pat
     assert "2 runs, 2 finished already, 0 to train" in capsys.readouterr().out
     assert result_file.stat().st_mtime_ns == written
 
-    suite.main([*args[:5], "--steps", "2048", "--out", str(tmp_path)])  # a bigger budget continues the runs
+    suite.main([*args[:5], "--steps", "7168", "--out", str(tmp_path)])  # a bigger budget continues the runs
     rows = json.loads((tmp_path / "results.json").read_text())
-    assert [(r["method"], r["steps"], r["resumed"]) for r in rows] == [("ppo", 2048, True), ("ppo+dkm", 2048, True)]
-    curve = suite.training_curve(tmp_path / "RepeatFirstEasy" / "ppo" / "seed0")
-    assert [step for step, _ in curve] == [1024, 2048]
+    assert [(r["method"], r["steps"], r["resumed"]) for r in rows] == [("ppo", 7168, True), ("ppo+dkm", 7168, True)]
+    run = tmp_path / "RepeatFirstEasy" / "ppo" / "seed0"
+    windows = [json.loads(line).get("rollout/ep_window") for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert windows[:6] == [16, 40, 56, 80, 96, 100]  # 8 envs, 51-step episodes: floor(128 i / 51) each, at most 100
+    full = [1024 * (i + 1) for i, w in enumerate(windows) if w >= 100]
+    assert [step for step, _ in suite.training_curve(run)] == full and full  # only full 100-episode windows
+
+
+def test_a_training_curve_starts_once_its_window_holds_100_episodes(tmp_path: Path) -> None:
+    records = [
+        {"step": 1024, "rollout/ep_rew_mean": 0.85, "rollout/ep_len_mean": 40.0, "rollout/ep_window": 7},  # lucky quick ones
+        {"step": 2048, "train/loss": 0.1},  # no curve point
+        {"step": 3072, "rollout/ep_rew_mean": 0.5, "rollout/ep_len_mean": 30.0, "rollout/ep_window": 100},
+        {"step": 4096, "rollout/ep_rew_mean": 0.6, "rollout/ep_len_mean": 30.0},  # logged before the window: 4096/30 >= 100
+        {"step": 5120, "rollout/ep_rew_mean": 0.9, "rollout/ep_len_mean": 60.0},  # 5120/60 < 100 episodes
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert suite.training_curve(tmp_path) == [(3072, 0.5), (4096, 0.6)]
 
 
 def test_unknown_task_in_a_per_task_option_is_a_clear_error(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ from episodic_memory.agents.builder import (
     make_agent_env,
     vector_readouts,
 )
-from episodic_memory.agents.callbacks import MemoryMetricsCallback
+from episodic_memory.agents.callbacks import EpisodeWindowCallback, MemoryMetricsCallback
 from episodic_memory.agents.replay import replay_buffer_nbytes
 from episodic_memory.registry import BACKENDS, backend_kind, check_backend_machine, model_name
 from episodic_memory.train.config import field
@@ -221,7 +221,7 @@ def train_agent(
     model.set_logger(Logger(str(out), [_ContinuedCSVOutput(str(out / "progress.csv")), _RunLoggerOutput(run_logger)]))
     stop = StopRequest()
     steps = _Checkpoints(out, config, run_logger, stop)
-    own: list[BaseCallback] = [MemoryMetricsCallback()] if config.memory != "none" else []
+    own: list[BaseCallback] = [EpisodeWindowCallback(), *([MemoryMetricsCallback()] if config.memory != "none" else [])]
     evaluation = None
     if config.eval_every > 0:
         evaluation_env = make_evaluation_env(out, config, config.seed + 20_000, model.device)
