@@ -94,21 +94,14 @@ BACKENDS: dict[str, BackendKind] = {
         inputs=_codes_and_addresses,
         machine=KanervaMachine,
     ),
-    "hopfield-hebb": BackendKind(
-        "Hopfield network of the codes' signs, Hebb rule",
-        lambda m, B, steps: HopfieldMemory(B, m.code_size, "hebb", max_sweeps=steps, **_device_and_dtype(m)),
-        readouts=WITH_ROWS,
-    ),
-    "hopfield-storkey": BackendKind(
-        "Hopfield network of the codes' signs, Storkey rule",
-        lambda m, B, steps: HopfieldMemory(B, m.code_size, "storkey", max_sweeps=steps, **_device_and_dtype(m)),
-        readouts=WITH_ROWS,
-    ),
-    "hopfield-pinv": BackendKind(
-        "Hopfield network of the codes' signs, pseudo-inverse rule",
-        lambda m, B, steps: HopfieldMemory(B, m.code_size, "pseudo-inverse", max_sweeps=steps, **_device_and_dtype(m)),
-        readouts=WITH_ROWS,
-    ),
+    **{
+        f"hopfield-{short}": BackendKind(
+            f"Hopfield network of the codes' signs, {rule} rule",
+            lambda m, B, steps, rule=rule: HopfieldMemory(B, m.code_size, rule, max_sweeps=steps, **_device_and_dtype(m)),
+            readouts=WITH_ROWS,
+        )
+        for short, rule in (("hebb", "hebb"), ("storkey", "storkey"), ("pinv", "pseudo-inverse"))
+    },
     "sdm": BackendKind(
         "Kanerva's sparse distributed memory of the codes' signs (1,024 locations)",
         lambda m, B, steps: SparseDistributedMemory(B, m.code_size, read_iterations=steps, **_device_and_dtype(m)),

@@ -92,3 +92,11 @@ def test_models_declare_what_they_can_be_evaluated_on():
     assert MODELS["dkm"].capabilities == {"elbo", "memory", "attractor", "prior_samples"}
     vae = MODELS["vae"]((6,), code_size=4, likelihood="gaussian", hidden_size=8)
     assert not hasattr(vae, "num_slots") and not hasattr(vae, "memory")  # the memory-less baseline has no memory size
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"), [("hopfield-hebb", "hebb"), ("hopfield-storkey", "storkey"), ("hopfield-pinv", "pseudo-inverse")]
+)
+def test_each_hopfield_name_builds_its_rule(name, rule):
+    machine = DynamicKanervaMachine((6,), code_size=4, num_slots=3, hidden_size=8)
+    assert BACKENDS[name].build(machine, 2, 3).rule == rule
