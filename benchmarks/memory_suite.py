@@ -23,7 +23,7 @@ interrupted run continues from its last checkpoint.
 
 Usage::
 
-    python benchmarks/memory_suite.py --jobs 2                      # the default: 6 POPGym tasks x 10 methods, seed 0 (~90 min)
+    python benchmarks/memory_suite.py --jobs 2                      # the default: 6 POPGym tasks x 15 methods, seed 0 (~130 min)
     python benchmarks/memory_suite.py --tasks RepeatFirstEasy --methods ppo ppo+dkm --seeds 0 1 2 --steps 200000
     python benchmarks/memory_suite.py --tasks MemoryS7 --steps 300000 --memory-checkpoint runs/demo/dkm/model.safetensors
     python benchmarks/memory_suite.py --report                       # tables and figure of the runs already in --out
@@ -279,7 +279,7 @@ def comparisons(results: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def plot_learning_curves(out: Path, results: Sequence[dict[str, Any]]) -> Path:
-    """``out/learning_curves.png``: per task, the training curve of every run, one colour per method (one legend)."""
+    """``out/learning_curves.png``: per task, the curve of every run, one colour and line style per method (one legend)."""
     tasks = list(dict.fromkeys(r["task"] for r in results))
     methods = list(dict.fromkeys(r["method"] for r in results))
     columns = min(len(tasks), 4)
@@ -292,7 +292,9 @@ def plot_learning_curves(out: Path, results: Sequence[dict[str, Any]]) -> Path:
             curve = training_curve(run_dir_of(out, task, r["method"], r["seed"]))
             label = None if r["method"] in labelled else r["method"]
             labelled.add(r["method"])
-            ax.plot(*zip(*curve, strict=True), color=f"C{methods.index(r['method']) % 10}", lw=1, label=label)
+            index = methods.index(r["method"])  # ten colours, then the same ten dashed, then dotted
+            style = ("-", "--", ":")[index // 10 % 3]
+            ax.plot(*zip(*curve, strict=True), color=f"C{index % 10}", ls=style, lw=1, label=label)
         if TASKS[task].threshold is not None:
             ax.axhline(TASKS[task].threshold, color="grey", ls=":", lw=1)
         ax.set(title=task, xlabel="environment steps", ylabel="mean training return (100 episodes)")
