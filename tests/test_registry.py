@@ -52,10 +52,10 @@ def test_build_agent_refuses_a_checkpoint_of_the_other_kind(tmp_path):
         build_agent(config)
 
 
-@pytest.mark.parametrize("backend", CLASSICAL)
-def test_a_classical_backend_in_the_wrapper_passes_check_env(backend):
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_every_backend_in_the_wrapper_passes_check_env(backend):
     env = gymnasium.make("CartPole-v1")
-    machine = DynamicKanervaMachine.for_space(env.observation_space, code_size=16, num_slots=4)
+    machine = (BACKENDS[backend].machine or DynamicKanervaMachine).for_space(env.observation_space, code_size=16, num_slots=4)
     wrapped = EpisodicMemoryWrapper(env, machine, backend=backend)
     assert set(wrapped.observation_space.spaces) == {"observation", *BACKENDS[backend].readouts}
     check_env(wrapped, skip_render_check=True)
