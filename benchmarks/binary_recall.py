@@ -74,11 +74,12 @@ MODEL_SLOTS, MODEL_CODE = 64, 96  # K·C + K(K+1)/2 = 8,224 numbers of memory
 
 
 class TrainedRecall:
-    """A trained DKM or KM as a binary-pattern memory for B pattern sets: write them all, then retrieve queries."""
+    """A trained DKM or KM as a binary-pattern memory for pattern sets: write them all, then retrieve queries."""
 
-    def __init__(self, model: GenerativeMemory, batch_size: int, steps: int) -> None:
+    def __init__(self, model: GenerativeMemory, steps: int) -> None:
         self.model, self.steps, self.state = model, steps, None
-        self.state_floats = MODEL_SLOTS * MODEL_CODE + MODEL_SLOTS * (MODEL_SLOTS + 1) // 2
+        K, C = model.num_slots, model.code_size
+        self.state_floats = K * C + K * (K + 1) // 2  # R and the symmetric U
 
     def write_all(self, patterns: torch.Tensor) -> None:
         """Write ``patterns [B, N, C]`` (±1) into B fresh memories."""
@@ -153,7 +154,7 @@ def models(args: argparse.Namespace) -> dict[str, Callable[[int], object]]:
     for name in TRAINED:
         if name in args.models:
             model = trained_model(name, args)
-            rows[name] = lambda B, model=model: TrainedRecall(model, B, args.model_steps)
+            rows[name] = lambda B, model=model: TrainedRecall(model, args.model_steps)
     return {name: rows[name] for name in args.models}
 
 

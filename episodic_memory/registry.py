@@ -76,8 +76,7 @@ WITH_ROWS = ("retrieval", "novelty", "memory")  # the Kanerva memories' R, a Hop
 
 
 def _device_and_dtype(machine: GenerativeMemory) -> dict:
-    parameter = next(machine.parameters())
-    return {"dtype": parameter.dtype, "device": parameter.device}
+    return {"dtype": machine.dtype, "device": machine.device}
 
 
 BACKENDS: dict[str, BackendKind] = {

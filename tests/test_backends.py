@@ -84,6 +84,19 @@ def test_the_registry_declares_each_backends_readouts(name):
     assert tuple(registry_backend(name).readout_specs) == BACKENDS_BY_NAME[name].readouts
 
 
+def test_asking_for_some_readouts_gives_those_values_and_the_same_write(make):
+    asked, full = make(), make()
+    for seed in range(3):
+        z = codes(asked, seed)
+        some = asked.step(z, readouts=["novelty"])
+        every = full.step(z)
+        assert list(some) == ["novelty"] and torch.equal(some["novelty"], every["novelty"])
+    z = codes(asked, 9)
+    assert all(torch.equal(asked.step(z, write=False)[k], v) for k, v in full.step(z, write=False).items())
+    with pytest.raises(ValueError, match="unknown read-outs \\['code'\\]"):
+        asked.step(z, readouts=["code"])
+
+
 def test_reads_come_before_the_write_and_reset_masks_only_the_chosen_memories(make):
     memory, fresh = make(), make()
     z = codes(memory)

@@ -20,6 +20,7 @@ rather than by its name:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
@@ -108,17 +109,24 @@ class MemoryBackend(ABC):
         """Empty the memories where ``mask [B]`` (bool) is True; all of them if ``mask`` is None."""
 
     @abstractmethod
-    def _step(self, z: torch.Tensor, write: bool) -> dict[str, torch.Tensor]:
-        """:meth:`step` on checked codes."""
+    def _step(self, z: torch.Tensor, write: bool, wanted: frozenset[str]) -> dict[str, torch.Tensor]:
+        """:meth:`step` on checked codes: at least the read-outs in ``wanted`` (it may skip the others)."""
 
     @torch.no_grad()
-    def step(self, z: torch.Tensor, write: bool = True) -> dict[str, torch.Tensor]:
+    def step(self, z: torch.Tensor, write: bool = True, readouts: Collection[str] | None = None) -> dict[str, torch.Tensor]:
         """Read-outs of codes ``z [B, C]`` from the memories as they are, then (if ``write``) write the codes.
 
-        :return: ``{name: [B, *readout_specs[name].shape]}``.
+        :param readouts: the read-outs to compute, names of :attr:`readout_specs`; None computes them all. A
+            backend skips the work of those not asked for (e.g. the copy of its memory that ``memory`` returns).
+        :return: ``{name: [B, *readout_specs[name].shape]}`` for the read-outs asked for.
         """
         self.check_codes(z)
-        return self._step(z, write)
+        names = tuple(self.readout_specs) if readouts is None else tuple(readouts)
+        unknown = sorted(set(names) - set(self.readout_specs))
+        if unknown:
+            raise ValueError(f"unknown read-outs {unknown}; this backend has {list(self.readout_specs)}")
+        out = self._step(z, write, frozenset(names))
+        return {name: out[name] for name in names}
 
     def check_codes(self, z: torch.Tensor) -> None:
         """ValueError/TypeError unless ``z`` is a finite ``[B, C]`` tensor of the memories' dtype."""

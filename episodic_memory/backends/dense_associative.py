@@ -88,11 +88,14 @@ class DenseAssociativeMemory(MemoryBackend):
         self.patterns[torch.arange(self.batch_size, device=self.device), self.counts] = z
         self.counts += 1
 
+    def _used(self) -> torch.Tensor:
+        """``[B, capacity]`` bool: the rows that hold a stored code."""
+        return torch.arange(self.patterns.shape[1], device=self.device)[None, :] < self.counts[:, None]
+
     def _scores(self, xi: torch.Tensor) -> torch.Tensor:
         """``β x_iᵀξ [B, Q, capacity]``, −inf for the unused rows."""
         scores = self.beta * (xi @ self.patterns.transpose(-1, -2))  # [B, Q, capacity]
-        used = torch.arange(self.patterns.shape[1], device=self.device)[None, :] < self.counts[:, None]  # [B, capacity]
-        return scores.masked_fill(~used[:, None, :], -math.inf)
+        return scores.masked_fill(~self._used()[:, None, :], -math.inf)
 
     @torch.no_grad()
     def retrieve(self, xi: torch.Tensor) -> torch.Tensor:
@@ -109,15 +112,16 @@ class DenseAssociativeMemory(MemoryBackend):
         """``E(ξ) [B, Q]`` of queries ``ξ [B, Q, C]`` (module docstring)."""
         n = self.counts.clamp_min(1).to(self.dtype)  # [B]
         norms_sq = (self.patterns * self.patterns).sum(-1)  # [B, capacity]
-        used = torch.arange(self.patterns.shape[1], device=self.device)[None, :] < self.counts[:, None]
-        max_norm_sq = norms_sq.masked_fill(~used, 0.0).amax(-1)  # M² [B]
+        max_norm_sq = norms_sq.masked_fill(~self._used(), 0.0).amax(-1)  # M² [B]
         half_sq = 0.5 * (xi * xi).sum(-1)  # ½ ξᵀξ [B, Q]
         lse = torch.logsumexp(self._scores(xi), dim=-1) / self.beta  # [B, Q]
         energy = -lse + half_sq + (torch.log(n) / self.beta + 0.5 * max_norm_sq)[:, None]
         return torch.where((self.counts == 0)[:, None], 2.0 * half_sq, energy)
 
-    def _step(self, z: torch.Tensor, write: bool) -> dict[str, torch.Tensor]:
-        out = {"retrieval": self.retrieve(z[:, None])[:, 0], "novelty": self.energy(z[:, None])}  # [B, C], [B, 1]
+    def _step(self, z: torch.Tensor, write: bool, wanted: frozenset[str]) -> dict[str, torch.Tensor]:
+        out = {"novelty": self.energy(z[:, None])}  # [B, 1]
+        if "retrieval" in wanted:
+            out["retrieval"] = self.retrieve(z[:, None])[:, 0]  # [B, C]
         if write:
             self.write(z)
         return out

@@ -54,7 +54,8 @@ class HopfieldMemory(MemoryBackend):
     :param rule: ``hebb``, ``storkey`` or ``pseudo-inverse`` (module docstring).
     :param update: ``async`` (one unit at a time, random order) or ``sync`` (all units at once).
     :param max_sweeps: most sweeps of the dynamics per retrieval.
-    :param seed: seed of the asynchronous update order (same seed, same retrievals).
+    :param seed: seed of the asynchronous update orders: one random order of the units per sweep, drawn once,
+        so a retrieval is a function of the weights and the query alone.
     """
 
     def __init__(
@@ -78,7 +79,8 @@ class HopfieldMemory(MemoryBackend):
         self.rule = rule
         self.update = update
         self.max_sweeps = max_sweeps
-        self._generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        self._orders = [torch.randperm(code_size, generator=generator).tolist() for _ in range(max_sweeps)]  # sweep k's order
         # The pseudo-inverse rule keeps the projection P; the others keep W itself.
         self._matrix = torch.zeros(batch_size, code_size, code_size, dtype=dtype, device=self.device)  # [B, C, C]
 
@@ -143,7 +145,7 @@ class HopfieldMemory(MemoryBackend):
         """
         W = self.weights  # [B, C, C]
         x = x.clone()
-        for _ in range(self.max_sweeps):
+        for order in self._orders:
             before = x.clone()
             if self.update == "sync":
                 field = torch.einsum("bnj,bij->bni", x, W)  # [B, N, C]
@@ -151,7 +153,7 @@ class HopfieldMemory(MemoryBackend):
                 if known is not None:
                     x = torch.where(known, before, x)
             else:
-                for i in torch.randperm(self.code_size, generator=self._generator).tolist():
+                for i in order:
                     field = x @ W[:, i, :, None]  # [B, N, 1]
                     unit = torch.where(field[..., 0] >= 0, 1.0, -1.0).to(x.dtype)  # [B, N]
                     x[..., i] = unit if known is None else torch.where(known[..., i], x[..., i], unit)
@@ -159,10 +161,13 @@ class HopfieldMemory(MemoryBackend):
                 break
         return x
 
-    def _step(self, z: torch.Tensor, write: bool) -> dict[str, torch.Tensor]:
+    def _step(self, z: torch.Tensor, write: bool, wanted: frozenset[str]) -> dict[str, torch.Tensor]:
         x = binary_patterns(z)  # [B, C]
-        out = {"retrieval": self.retrieve(x[:, None])[:, 0], "novelty": self.energy(x[:, None])}  # [B, C], [B, 1]
-        out["memory"] = self.weights.clone()  # before the write [B, C, C]
+        out = {"novelty": self.energy(x[:, None])}  # [B, 1]
+        if "retrieval" in wanted:
+            out["retrieval"] = self.retrieve(x[:, None])[:, 0]  # [B, C]
+        if "memory" in wanted:
+            out["memory"] = self.weights.clone()  # before the write [B, C, C]
         if write:
             self.write(x)
         return out

@@ -59,11 +59,18 @@ class _KanervaBackend(MemoryBackend):
     def reset(self, mask: torch.Tensor | None = None) -> None:
         self.online.reset(None if mask is None else self._check_mask(mask))
 
-    def _readouts(self, z: torch.Tensor, readout: StepReadout, R: torch.Tensor, weight_term: bool) -> dict[str, torch.Tensor]:
+    def _readouts(
+        self, z: torch.Tensor, readout: StepReadout, R: torch.Tensor | None, weight_term: bool
+    ) -> dict[str, torch.Tensor]:
         novelty = ((z - readout.read) ** 2).sum(-1) / (2 * self.memory.obs_noise_var)  # [B]
         if weight_term:
             novelty = novelty + (readout.weights**2).sum(-1) / (2 * self.memory.w_prior_std**2)
-        return {"retrieval": readout.retrieval, "novelty": novelty[:, None], "memory": R}
+        out = {"retrieval": readout.retrieval, "novelty": novelty[:, None]}
+        return out if R is None else {**out, "memory": R}
+
+    def _snapshot(self, wanted: frozenset[str]) -> torch.Tensor | None:
+        """R before the write ``[B, K, C]`` when the ``memory`` read-out is asked for (the write is in place)."""
+        return self.online.R.clone() if "memory" in wanted else None
 
 
 class DynamicKanervaMemory(_KanervaBackend):
@@ -79,9 +86,10 @@ class DynamicKanervaMemory(_KanervaBackend):
         super().__init__(memory, batch_size, memory.code_size)
         self.attractor_steps = attractor_steps
 
-    def _step(self, z: torch.Tensor, write: bool) -> dict[str, torch.Tensor]:
-        R = self.online.R.clone()  # before the write [B, K, C]
-        readout = (self.online.step if write else self.online.peek)(z, self.attractor_steps)
+    def _step(self, z: torch.Tensor, write: bool, wanted: frozenset[str]) -> dict[str, torch.Tensor]:
+        R = self._snapshot(wanted)
+        steps = self.attractor_steps if "retrieval" in wanted else 1  # the novelty needs only the first address
+        readout = (self.online.step if write else self.online.peek)(z, steps)
         return self._readouts(z, readout, R, weight_term=True)
 
 
@@ -96,10 +104,10 @@ class LearnedAddressKanervaMemory(_KanervaBackend):
     def __init__(self, memory: KanervaMemory, batch_size: int) -> None:
         super().__init__(memory, batch_size, memory.code_size + memory.num_slots)
 
-    def _step(self, z: torch.Tensor, write: bool) -> dict[str, torch.Tensor]:
+    def _step(self, z: torch.Tensor, write: bool, wanted: frozenset[str]) -> dict[str, torch.Tensor]:
         z, w = z.split([self.online.code_size, self.online.num_slots], dim=-1)  # [B, C], [B, K]
-        R = self.online.R.clone()  # before the write [B, K, C]
-        read = torch.einsum("bk,bkc->bc", w, R)  # KM eq. 6 [B, C]
+        R = self._snapshot(wanted)
+        read = torch.einsum("bk,bkc->bc", w, self.online.R)  # KM eq. 6, before the write [B, C]
         if write:
             self.online.write(z.contiguous(), w.contiguous())
         return self._readouts(z, StepReadout(w, read, read), R, weight_term=False)

@@ -141,12 +141,12 @@ class SparseDistributedMemory(MemoryBackend):
             x = new
         return x
 
-    def _step(self, z: torch.Tensor, write: bool) -> dict[str, torch.Tensor]:
+    def _step(self, z: torch.Tensor, write: bool, wanted: frozenset[str]) -> dict[str, torch.Tensor]:
         x = binary_patterns(z)[:, None]  # [B, 1, C]
         w = self.select(x)  # [B, 1, L]
         stored = (w @ self.counts[:, :, None])[..., 0].clamp_min(1.0)  # patterns written at the selection [B, 1]
         novelty = -(x * (w @ self.contents)).sum(-1) / stored  # [B, 1]
-        out = {"retrieval": self.retrieve(x)[:, 0], "novelty": novelty}
+        out = {"novelty": novelty, **({"retrieval": self.retrieve(x)[:, 0]} if "retrieval" in wanted else {})}
         if write:
             self.write(x[:, 0])
         return out

@@ -197,12 +197,14 @@ class EpisodicMemoryCore:
         :return: float32 arrays ``{name: [B, *shape]}`` for the selected read-outs.
         """
         z, inputs = self._encode(observations)  # [B, C], [B, D]
-        out = self.backend.step(inputs, write=write)
+        # The novelty and the retrieval always (last_novelty, the bonus and the metrics read them), the rest if selected.
+        wanted = {"novelty", "retrieval", *(name for name in self.readouts if name != "code")}
+        out = self.backend.step(inputs, write=write, readouts=[name for name in self.backend.readout_specs if name in wanted])
         out["code"] = z
         self.last_code, self.last_retrieval = z, out["retrieval"]
         novelty = out["novelty"][:, 0]  # [B]
         if self._prior is not None:
-            novelty_0 = self._prior.step(inputs, write=False)["novelty"][:, 0]  # under the prior [B]
+            novelty_0 = self._prior.step(inputs, write=False, readouts=("novelty",))["novelty"][:, 0]  # under the prior [B]
             bonus = self.novelty_reward * novelty / novelty_0.clamp_min(torch.finfo(novelty_0.dtype).tiny)
             self.last_bonus = bonus.to("cpu", torch.float32).numpy()
         self.last_novelty = novelty.to("cpu", torch.float32).numpy()
