@@ -26,16 +26,18 @@ from episodic_memory.backends import (
     HopfieldMemory,
     LearnedAddressKanervaMemory,
     MemoryBackend,
+    OnlineProductKanervaMemory,
     ReadoutSpec,
     SparseDistributedMemory,
 )
-from episodic_memory.kanerva import KanervaMemory, MemoryState, OnlineMemory, StepReadout
+from episodic_memory.kanerva import KanervaMemory, MemoryState, OnlineMemory, ProductKanervaMemory, StepReadout
 from episodic_memory.models import (
     DynamicKanervaMachine,
     GenerativeMemory,
     KanervaMachine,
     MemoryMachine,
     ObservationEncoding,
+    ProductKanervaMachine,
     VariationalAutoencoder,
     load_machine,
     read_checkpoint_header,
@@ -62,6 +64,9 @@ __all__ = [
     "MemoryState",
     "ObservationEncoding",
     "OnlineMemory",
+    "OnlineProductKanervaMemory",
+    "ProductKanervaMachine",
+    "ProductKanervaMemory",
     "ReadoutSpec",
     "SparseDistributedMemory",
     "StepReadout",

@@ -3,7 +3,7 @@
 - :data:`MODELS`: the trainable models (``pretrain --model``), which are also what a checkpoint can
   hold (:func:`~episodic_memory.models.machine.load_machine` loads these and nothing else).
 - :data:`BACKENDS`: the memories the RL wrappers can run (``train-agent --memory``). A backend runs on
-  the codes of a machine's encoder; ``dkm`` and ``km`` are the machine's own Kanerva memory and need
+  the codes of a machine's encoder; ``dkm``, ``km`` and ``pkm`` are the machine's own Kanerva memory and need
   that kind of machine, the classical memories take the codes of any machine.
 
 Adding a backend is one entry here and a :class:`~episodic_memory.backends.MemoryBackend`: no wrapper
@@ -23,11 +23,13 @@ from episodic_memory.backends import (
     HopfieldMemory,
     LearnedAddressKanervaMemory,
     MemoryBackend,
+    OnlineProductKanervaMemory,
     SparseDistributedMemory,
 )
 from episodic_memory.models.dkm import DynamicKanervaMachine
 from episodic_memory.models.km import KanervaMachine
 from episodic_memory.models.machine import GenerativeMemory, MemoryMachine
+from episodic_memory.models.pkm import ProductKanervaMachine
 from episodic_memory.models.vae import VariationalAutoencoder
 
 __all__ = ["BACKENDS", "MODELS", "BackendKind", "backend_kind", "check_backend_machine", "model_name", "own_backend"]
@@ -35,6 +37,7 @@ __all__ = ["BACKENDS", "MODELS", "BackendKind", "backend_kind", "check_backend_m
 MODELS: dict[str, type[MemoryMachine]] = {
     "dkm": DynamicKanervaMachine,
     "km": KanervaMachine,
+    "pkm": ProductKanervaMachine,
     "vae": VariationalAutoencoder,
 }
 """``pretrain --model`` names and their classes; a checkpoint's ``kind`` is the class's :attr:`~MemoryMachine.kind`."""
@@ -92,6 +95,12 @@ BACKENDS: dict[str, BackendKind] = {
         readouts=WITH_ROWS,
         inputs=_codes_and_addresses,
         machine=KanervaMachine,
+    ),
+    "pkm": BackendKind(
+        "the Product Kanerva Machine's M small Kanerva memories, each item spread over them by its selection weights",
+        lambda m, B, steps: OnlineProductKanervaMemory(m.memory, m.selection, B, steps),
+        readouts=(*WITH_ROWS, "allocation"),
+        machine=ProductKanervaMachine,
     ),
     **{
         f"hopfield-{short}": BackendKind(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from episodic_memory import DynamicKanervaMachine, KanervaMachine
+from episodic_memory import DynamicKanervaMachine, KanervaMachine, KanervaMemory, ProductKanervaMachine
 from episodic_memory.backends import (
     DenseAssociativeMemory,
     HopfieldMemory,
@@ -42,10 +42,13 @@ def signs(*shape: int, seed: int = 0) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 def small_machine(kind: type) -> torch.nn.Module:
     torch.manual_seed(0)
-    options = {"address_size": 4} if kind is KanervaMachine else {}
-    machine = kind((12,), code_size=C, num_slots=5, likelihood="gaussian", hidden_size=16, **options)
+    options = {KanervaMachine: {"address_size": 4}, ProductKanervaMachine: {"num_memories": 2}}.get(kind, {})
+    slots = 6 if kind is ProductKanervaMachine else 5
+    machine = kind((12,), code_size=C, num_slots=slots, likelihood="gaussian", hidden_size=16, **options)
     with torch.no_grad():
-        machine.memory.prior_mean.normal_()  # a non-zero prior, so that reads differ from codes
+        for memory in machine.modules():
+            if isinstance(memory, KanervaMemory):
+                memory.prior_mean.normal_()  # a non-zero prior, so that reads differ from codes
     return machine.double().eval()
 
 

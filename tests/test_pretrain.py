@@ -76,12 +76,13 @@ def logged_losses(out: Path) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in records}
 
 
-@pytest.mark.parametrize("model", ["dkm", "km", "vae"])
+@pytest.mark.parametrize("model", ["dkm", "km", "pkm", "vae"])
 def test_training_runs_and_saves_a_loadable_model(dataset, tmp_path, model):
     summary = pretrain(tiny(dataset, tmp_path, model=model), progress=False)
     assert summary["step"] == 4 and not summary["interrupted"]
     loaded = MemoryMachine.load(tmp_path / "model.safetensors")
-    assert loaded.kind == {"dkm": "DynamicKanervaMachine", "km": "KanervaMachine", "vae": "VariationalAutoencoder"}[model]
+    kinds = {"dkm": "DynamicKanervaMachine", "km": "KanervaMachine", "pkm": "ProductKanervaMachine", "vae": "VariationalAutoencoder"}
+    assert loaded.kind == kinds[model]
     assert all(np.isfinite(v) for v in logged_losses(tmp_path).values())
 
 

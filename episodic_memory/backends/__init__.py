@@ -3,7 +3,8 @@
 The machines' own Kanerva memories:
 
 - :class:`DynamicKanervaMemory`: addressed by content, as the DKM reads it;
-- :class:`LearnedAddressKanervaMemory`: at the addresses a KM computes from each frame.
+- :class:`LearnedAddressKanervaMemory`: at the addresses a KM computes from each frame;
+- :class:`OnlineProductKanervaMemory`: the Product Kanerva Machine's M small memories.
 
 The classical associative memories, for codes of any encoder or for raw ±1 patterns:
 
@@ -16,6 +17,7 @@ from episodic_memory.backends.base import MemoryBackend, ReadoutKind, ReadoutSpe
 from episodic_memory.backends.dense_associative import DenseAssociativeMemory
 from episodic_memory.backends.hopfield import HOPFIELD_RULES, HopfieldMemory, HopfieldRule
 from episodic_memory.backends.kanerva import DynamicKanervaMemory, LearnedAddressKanervaMemory
+from episodic_memory.backends.product_kanerva import OnlineProductKanervaMemory
 from episodic_memory.backends.sparse_distributed import SparseDistributedMemory, radius_for_activation
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "HopfieldRule",
     "LearnedAddressKanervaMemory",
     "MemoryBackend",
+    "OnlineProductKanervaMemory",
     "ReadoutKind",
     "ReadoutSpec",
     "SparseDistributedMemory",

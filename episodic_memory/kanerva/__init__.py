@@ -1,6 +1,8 @@
-"""The Bayesian Kanerva memory: the matrix-normal memory math (KM eq. 9-11, DKM eq. 6) and its online, one-code-a-step form."""
+"""The Bayesian Kanerva memory: the matrix-normal memory math (KM eq. 9-11, DKM eq. 6), its online,
+one-code-a-step form, and the product of small memories of the Product Kanerva Machine."""
 
 from episodic_memory.kanerva.memory import KanervaMemory, MemoryState
 from episodic_memory.kanerva.online import OnlineMemory, StepReadout
+from episodic_memory.kanerva.product import ProductKanervaMemory
 
-__all__ = ["KanervaMemory", "MemoryState", "OnlineMemory", "StepReadout"]
+__all__ = ["KanervaMemory", "MemoryState", "OnlineMemory", "ProductKanervaMemory", "StepReadout"]

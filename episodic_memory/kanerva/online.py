@@ -48,6 +48,8 @@ class OnlineMemory:
         construction: build a new OnlineMemory after changing the model.
     :param batch_size: B, e.g. the number of environments.
     :param refresh_every: writes between exact recomputations of ``(R Rᵀ + λI)⁻¹``.
+    :param prior: the B memories' own priors (``mean [B, K, C]``, ``cov [B, K, K]``) where they differ,
+        e.g. the sub-memories of a product memory; None: every memory starts at ``memory``'s prior.
 
     Example::
 
@@ -56,7 +58,9 @@ class OnlineMemory:
         online.reset(done)                            # done [8] bool: those memories back to the prior
     """
 
-    def __init__(self, memory: KanervaMemory, batch_size: int, refresh_every: int = 256) -> None:
+    def __init__(
+        self, memory: KanervaMemory, batch_size: int, refresh_every: int = 256, prior: MemoryState | None = None
+    ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if not isinstance(refresh_every, int) or refresh_every < 1:
@@ -67,12 +71,16 @@ class OnlineMemory:
         self.code_size = memory.code_size
         self.ridge = memory.ridge
         self.obs_noise_var = memory.obs_noise_var
+        if prior is not None and (prior.mean.shape[0] != batch_size or prior.mean.shape[1:] != (self.num_slots, self.code_size)):
+            raise ValueError(
+                f"prior must hold {batch_size} memories of [{self.num_slots}, {self.code_size}], got {tuple(prior.mean.shape)}"
+            )
         with torch.no_grad():
-            R0, U0 = memory.prior(1)
-            self._R0 = R0.detach().clone()  # [1, K, C]
-            self._U0 = U0.detach().clone()  # [1, K, K]
-            self._A0_inv = self._addressing_inverse(self._R0)  # [1, K, K]
-        self.R = self._R0.expand(batch_size, -1, -1).clone()  # [B, K, C]
+            R0, U0 = memory.prior(1) if prior is None else prior
+            self._R0 = R0.detach().clone()  # [1 or B, K, C]
+            self._U0 = U0.detach().clone()  # [1 or B, K, K]
+            self._A0_inv = self._addressing_inverse(self._R0)  # [1 or B, K, K]
+        self.R = self._R0.expand(batch_size, -1, -1).clone()  # [B, K, C]: expand from 1 or keep B
         self.U = self._U0.expand(batch_size, -1, -1).clone()  # [B, K, K]
         self.A_inv = self._A0_inv.expand(batch_size, -1, -1).clone()  # (R Rᵀ + λI)⁻¹ [B, K, K]
         self._writes_since_refresh = 0

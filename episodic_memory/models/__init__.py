@@ -1,7 +1,8 @@
-"""The generative models: the Dynamic Kanerva Machine, the Kanerva Machine and the memory-less VAE baseline.
+"""The generative models: the Dynamic Kanerva Machine, the Kanerva Machine, the Product Kanerva Machine and the
+memory-less VAE baseline.
 
-Each is a :class:`MemoryMachine` (encoder, decoder, likelihood, one safetensors checkpoint); the two with a
-Kanerva memory are :class:`GenerativeMemory`. How observations of any Gymnasium space become their
+Each is a :class:`MemoryMachine` (encoder, decoder, likelihood, one safetensors checkpoint); those with
+Kanerva memories are :class:`GenerativeMemory`. How observations of any Gymnasium space become their
 inputs is :class:`ObservationEncoding`; how image frames are resized and scaled, :class:`InputSpec`.
 """
 
@@ -9,6 +10,7 @@ from episodic_memory.models.dkm import DynamicKanervaMachine
 from episodic_memory.models.km import KanervaMachine
 from episodic_memory.models.machine import GenerativeMemory, MemoryMachine, load_machine, read_checkpoint_header
 from episodic_memory.models.observations import ObservationEncoding
+from episodic_memory.models.pkm import ProductKanervaMachine
 from episodic_memory.models.preprocessing import InputSpec
 from episodic_memory.models.vae import VariationalAutoencoder
 
@@ -19,6 +21,7 @@ __all__ = [
     "KanervaMachine",
     "MemoryMachine",
     "ObservationEncoding",
+    "ProductKanervaMachine",
     "VariationalAutoencoder",
     "load_machine",
     "read_checkpoint_header",

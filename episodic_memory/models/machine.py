@@ -416,11 +416,15 @@ class GenerativeMemory(MemoryMachine):
         """
         return self.memory.retrieve(state, z, steps)
 
+    def episodes_in(self, state: MemoryState) -> int:
+        """How many episodes' memories ``state`` holds (one memory each; a product memory has several)."""
+        return state.batch_size
+
     def _check_batch(self, state: MemoryState, x: torch.Tensor) -> None:
         if not isinstance(state, MemoryState):
             raise TypeError(f"state must be a MemoryState, got {type(state).__name__}")
-        if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] != state.batch_size:
-            raise ValueError(f"x holds {x.shape[0]} episodes but state holds {state.batch_size} memories")
+        if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] != self.episodes_in(state):
+            raise ValueError(f"x holds {x.shape[0]} episodes but state holds the memories of {self.episodes_in(state)}")
 
 
 def last_linear(module: nn.Module) -> nn.Linear:
