@@ -202,8 +202,9 @@ class AgentConfig:
 def make_machine(
     config: AgentConfig, device: str | torch.device, observation_space: gymnasium.Space | None = None
 ) -> GenerativeMemory:
-    """The memory's machine: the checkpoint if given, else a fresh one that fits the observations (a KM for
-    ``memory="km"``, a DKM for every other memory, whose codes the classical backends store).
+    """The memory's machine: the checkpoint if given, else a fresh one that fits the observations (the backend's
+    own kind of machine: a KM for ``memory="km"``, a PKM for ``"pkm"``; a DKM for the classical memories, which
+    store its codes).
 
     A fresh machine is ``for_space(observation_space)`` seeded by ``config.seed`` (see
     :meth:`~episodic_memory.models.machine.GenerativeMemory.for_space`), then calibrated

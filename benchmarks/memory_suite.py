@@ -105,6 +105,14 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
         "frame_stack": 4,
     },
     "ppo+dkm+framestack": {"algo": "ppo", "memory": "dkm", "policy_input": "both", "frame_stack": 4},  # order beside the memory
+    "ppo+pkm": {"algo": "ppo", "memory": "pkm", "policy_input": "both"},  # the Product Kanerva Machine's memory
+    "ppo+pkm-linear+std": {
+        "algo": "ppo",
+        "memory": "pkm",
+        "policy_input": "both",
+        "memory_head": "linear",
+        "standardise_readouts": True,
+    },
     # The classical memories of the machine's codes, read as the best DKM method reads its memory (ppo+dkm-linear+std).
     **{
         f"ppo+{name}": {

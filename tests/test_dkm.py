@@ -251,7 +251,7 @@ class TestBadInput:
     def test_state_batch_mismatch(self):
         model = tiny_dkm()
         state = model.write(binary_episodes(2, 3, 12))
-        with pytest.raises(ValueError, match="x holds 3 episodes but state holds 2 memories"):
+        with pytest.raises(ValueError, match="x holds 3 episodes but state holds the memories of 2 episodes"):
             model.energy(state, binary_episodes(3, 1, 12))
 
     def test_ambiguous_channel_axis(self):

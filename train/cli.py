@@ -1,6 +1,7 @@
 """The ``episodic-memory`` command: collect frames, pretrain a memory, evaluate it, train and evaluate agents.
 
     episodic-memory collect  --out data/mazes
+    episodic-memory digits   --out data/digits      # binarized 8x8 digits (scikit-learn's), episodes like the mazes'
     episodic-memory pretrain --data data/mazes --out runs/dkm
     episodic-memory evaluate --data data/mazes --model dkm=runs/dkm/model.safetensors --out runs/eval
     episodic-memory train-agent --memory dkm --memory-checkpoint runs/dkm/model.safetensors --out runs/agent
@@ -26,6 +27,7 @@ import torch
 from episodic_memory import load_machine
 from episodic_memory.envs.collect import CollectConfig, collect
 from episodic_memory.envs.dataset import FrameDataset
+from episodic_memory.envs.digits import DigitsConfig, write_digits
 from episodic_memory.evaluation.generative import EvaluationConfig, check_enough_layouts, evaluate_models
 from episodic_memory.train.config import add_config_arguments, config_from_args
 from episodic_memory.train.demo import DemoConfig, run_demo
@@ -54,6 +56,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "Re-running adds shards; it never corrupts existing ones.",
     )
     add_config_arguments(p, CollectConfig)
+
+    p = commands.add_parser(
+        "digits",
+        help="write scikit-learn's 8x8 digits, binarized, as a dataset directory (no download)",
+        description="Binarize load_digits (a pixel is on above 8 of 16) and write it in the format of collected frames, "
+        "grouped by digit into layouts of --group-size images, so that pretrain and evaluate read it as they read mazes.",
+    )
+    add_config_arguments(p, DigitsConfig)
 
     p = commands.add_parser(
         "pretrain",
@@ -168,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_num_threads(1)  # one small resize per frame: more threads only add contention (8x slower on a busy CPU)
             manifest = collect(config_from_args(CollectConfig, args))
             print(f"dataset manifest: {manifest}")
+            return 0
+        if args.command == "digits":
+            print(f"dataset manifest: {write_digits(config_from_args(DigitsConfig, args))}")
             return 0
         if args.command == "pretrain":
             summary = pretrain(config_from_args(PretrainConfig, args), resume=args.resume)

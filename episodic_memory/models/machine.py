@@ -424,7 +424,7 @@ class GenerativeMemory(MemoryMachine):
         if not isinstance(state, MemoryState):
             raise TypeError(f"state must be a MemoryState, got {type(state).__name__}")
         if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] != self.episodes_in(state):
-            raise ValueError(f"x holds {x.shape[0]} episodes but state holds the memories of {self.episodes_in(state)}")
+            raise ValueError(f"x holds {x.shape[0]} episodes but state holds the memories of {self.episodes_in(state)} episodes")
 
 
 def last_linear(module: nn.Module) -> nn.Linear:
