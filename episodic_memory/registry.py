@@ -3,7 +3,7 @@
 - :data:`MODELS`: the trainable models (``pretrain --model``), which are also what a checkpoint can
   hold (:func:`~episodic_memory.models.machine.load_machine` loads these and nothing else).
 - :data:`BACKENDS`: the memories the RL wrappers can run (``train-agent --memory``). A backend runs on
-  the codes of a machine's encoder; ``dkm``, ``km`` and ``pkm`` are the machine's own Kanerva memory and need
+  the codes of a machine's encoder; ``dkm``, ``km``, ``kpp`` and ``pkm`` are the machine's own memory and need
   that kind of machine, the classical memories take the codes of any machine.
 
 Adding a backend is one entry here and a :class:`~episodic_memory.backends.MemoryBackend`: no wrapper
@@ -23,11 +23,13 @@ from episodic_memory.backends import (
     HopfieldMemory,
     LearnedAddressKanervaMemory,
     MemoryBackend,
+    OnlineLatentBlockMemory,
     OnlineProductKanervaMemory,
     SparseDistributedMemory,
 )
 from episodic_memory.models.dkm import DynamicKanervaMachine
 from episodic_memory.models.km import KanervaMachine
+from episodic_memory.models.kpp import KanervaPlusPlus
 from episodic_memory.models.machine import GenerativeMemory, MemoryMachine
 from episodic_memory.models.pkm import ProductKanervaMachine
 from episodic_memory.models.vae import VariationalAutoencoder
@@ -37,6 +39,7 @@ __all__ = ["BACKENDS", "MODELS", "BackendKind", "backend_kind", "check_backend_m
 MODELS: dict[str, type[MemoryMachine]] = {
     "dkm": DynamicKanervaMachine,
     "km": KanervaMachine,
+    "kpp": KanervaPlusPlus,
     "pkm": ProductKanervaMachine,
     "vae": VariationalAutoencoder,
 }
@@ -50,7 +53,8 @@ def _codes(machine: GenerativeMemory, x: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def _codes_and_addresses(machine: GenerativeMemory, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The KM's codes ``[B, C]``, and ``[z, w] [B, C + K]`` with its learned addresses for its own memory."""
+    """Codes ``[B, C]``, and ``[z, w]`` with what the machine computes from the frame to address its own memory
+    (the KM's weights ``[B, K]``, the read key of K++ ``[B, 3]``)."""
     z, w = machine.encode_and_address(x, "observations")  # [B, 1, C], [B, 1, K]
     return z[:, 0], torch.cat([z[:, 0], w[:, 0]], dim=-1)
 
@@ -95,6 +99,13 @@ BACKENDS: dict[str, BackendKind] = {
         readouts=WITH_ROWS,
         inputs=_codes_and_addresses,
         machine=KanervaMachine,
+    ),
+    "kpp": BackendKind(
+        "the Kanerva++ latent memory grid, written as a running mean and read at each frame's key window",
+        lambda m, B, steps: OnlineLatentBlockMemory(m.memory, B),
+        readouts=WITH_ROWS,
+        inputs=_codes_and_addresses,
+        machine=KanervaPlusPlus,
     ),
     "pkm": BackendKind(
         "the Product Kanerva Machine's M small Kanerva memories, each item spread over them by its selection weights",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from episodic_memory import DynamicKanervaMachine, KanervaMachine, KanervaMemory, ProductKanervaMachine
+from episodic_memory import DynamicKanervaMachine, KanervaMachine, KanervaMemory, KanervaPlusPlus, ProductKanervaMachine
 from episodic_memory.backends import (
     DenseAssociativeMemory,
     HopfieldMemory,
@@ -42,8 +42,12 @@ def signs(*shape: int, seed: int = 0) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 def small_machine(kind: type) -> torch.nn.Module:
     torch.manual_seed(0)
-    options = {KanervaMachine: {"address_size": 4}, ProductKanervaMachine: {"num_memories": 2}}.get(kind, {})
-    slots = 6 if kind is ProductKanervaMachine else 5
+    options = {
+        KanervaMachine: {"address_size": 4},
+        ProductKanervaMachine: {"num_memories": 2},
+        KanervaPlusPlus: {"memory_channels": 3, "window": 2},
+    }.get(kind, {})
+    slots = {ProductKanervaMachine: 6, KanervaPlusPlus: 9}.get(kind, 5)
     machine = kind((12,), code_size=C, num_slots=slots, likelihood="gaussian", hidden_size=16, **options)
     with torch.no_grad():
         for memory in machine.modules():

@@ -76,12 +76,12 @@ def logged_losses(out: Path) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in records}
 
 
-@pytest.mark.parametrize("model", ["dkm", "km", "pkm", "vae"])
+@pytest.mark.parametrize("model", ["dkm", "km", "kpp", "pkm", "vae"])
 def test_training_runs_and_saves_a_loadable_model(dataset, tmp_path, model):
     summary = pretrain(tiny(dataset, tmp_path, model=model), progress=False)
     assert summary["step"] == 4 and not summary["interrupted"]
     loaded = MemoryMachine.load(tmp_path / "model.safetensors")
-    kinds = {"dkm": "DynamicKanervaMachine", "km": "KanervaMachine", "pkm": "ProductKanervaMachine"}
+    kinds = {"dkm": "DynamicKanervaMachine", "km": "KanervaMachine", "kpp": "KanervaPlusPlus", "pkm": "ProductKanervaMachine"}
     assert loaded.kind == kinds.get(model, "VariationalAutoencoder")
     assert all(np.isfinite(v) for v in logged_losses(tmp_path).values())
 

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from episodic_memory import GenerativeMemory, MemoryMachine, ProductKanervaMachine
+from episodic_memory import GenerativeMemory, KanervaPlusPlus, MemoryMachine, ProductKanervaMachine
 from episodic_memory.envs.dataset import FrameDataset, parse_mode
 from episodic_memory.evaluation.figures import image_grid, training_figures
 from episodic_memory.evaluation.generative import EvaluationConfig, check_enough_layouts, evaluate_models, sample_and_refine
@@ -71,11 +71,12 @@ class PretrainConfig:
     data: str = field("data/mazes", "dataset directory written by `episodic-memory collect`")
     out: str = field("runs/pretrain", "run directory: checkpoints, metrics.jsonl, wandb files, evaluation")
     model: ModelChoice = field(
-        "dkm", "model: Dynamic Kanerva Machine, Kanerva Machine, Product Kanerva Machine, or the memory-less VAE baseline"
+        "dkm", "model: Dynamic Kanerva Machine, Kanerva Machine, Kanerva++, Product Kanerva Machine, or the memory-less VAE"
     )
     code_size: int = field(100, "C: size of the codes and of the memory's columns")
     num_slots: int = field(32, "K: rows of the memory (dkm, km); pkm: the slots of all its sub-memories together")
     num_memories: int = field(4, "pkm: M, the sub-memories (each of num_slots / M slots)")
+    memory_channels: int = field(16, "kpp: D, the channels of each cell of its memory grid (num_slots cells, a square)")
     likelihood: Literal["bernoulli", "gaussian", "logistic"] = field("gaussian", "frame model; logistic: discretised 8-bit")
     hidden_channels: int = field(
         16,
@@ -106,7 +107,8 @@ class PretrainConfig:
             choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else ()
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"{f.name} must be one of {choices}, actual value: {getattr(self, f.name)!r}")
-        positive = ("code_size", "num_slots", "num_memories", "hidden_channels", "episode_length", "batch_size", "steps")
+        positive = ("code_size", "num_slots", "num_memories", "memory_channels", "hidden_channels")
+        positive += ("episode_length", "batch_size", "steps")
         for name in (*positive, "checkpoint_every", "keep_checkpoints", "log_every"):
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("image_every", "seed"):
@@ -155,6 +157,8 @@ def build_model(
         options.update(num_slots=config.num_slots, observation_encoding=observation_encoding)
     if issubclass(cls, ProductKanervaMachine):
         options["num_memories"] = config.num_memories
+    if issubclass(cls, KanervaPlusPlus):
+        options["memory_channels"] = config.memory_channels
     return cls(frame_shape, **options)
 
 

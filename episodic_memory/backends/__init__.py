@@ -4,7 +4,8 @@ The machines' own Kanerva memories:
 
 - :class:`DynamicKanervaMemory`: addressed by content, as the DKM reads it;
 - :class:`LearnedAddressKanervaMemory`: at the addresses a KM computes from each frame;
-- :class:`OnlineProductKanervaMemory`: the Product Kanerva Machine's M small memories.
+- :class:`OnlineProductKanervaMemory`: the Product Kanerva Machine's M small memories;
+- :class:`OnlineLatentBlockMemory`: the latent memory grid of Kanerva++.
 
 The classical associative memories, for codes of any encoder or for raw ±1 patterns:
 
@@ -17,6 +18,7 @@ from episodic_memory.backends.base import MemoryBackend, ReadoutKind, ReadoutSpe
 from episodic_memory.backends.dense_associative import DenseAssociativeMemory
 from episodic_memory.backends.hopfield import HOPFIELD_RULES, HopfieldMemory, HopfieldRule
 from episodic_memory.backends.kanerva import DynamicKanervaMemory, LearnedAddressKanervaMemory
+from episodic_memory.backends.latent_block import OnlineLatentBlockMemory
 from episodic_memory.backends.product_kanerva import OnlineProductKanervaMemory
 from episodic_memory.backends.sparse_distributed import SparseDistributedMemory, radius_for_activation
 
@@ -28,6 +30,7 @@ __all__ = [
     "HopfieldRule",
     "LearnedAddressKanervaMemory",
     "MemoryBackend",
+    "OnlineLatentBlockMemory",
     "OnlineProductKanervaMemory",
     "ReadoutKind",
     "ReadoutSpec",

@@ -1,5 +1,5 @@
-"""The generative models: the Dynamic Kanerva Machine, the Kanerva Machine, the Product Kanerva Machine and the
-memory-less VAE baseline.
+"""The generative models: the Dynamic Kanerva Machine, the Kanerva Machine, Kanerva++, the Product Kanerva
+Machine and the memory-less VAE baseline.
 
 Each is a :class:`MemoryMachine` (encoder, decoder, likelihood, one safetensors checkpoint); those with
 Kanerva memories are :class:`GenerativeMemory`. How observations of any Gymnasium space become their
@@ -8,6 +8,7 @@ inputs is :class:`ObservationEncoding`; how image frames are resized and scaled,
 
 from episodic_memory.models.dkm import DynamicKanervaMachine
 from episodic_memory.models.km import KanervaMachine
+from episodic_memory.models.kpp import KanervaPlusPlus
 from episodic_memory.models.machine import GenerativeMemory, MemoryMachine, load_machine, read_checkpoint_header
 from episodic_memory.models.observations import ObservationEncoding
 from episodic_memory.models.pkm import ProductKanervaMachine
@@ -19,6 +20,7 @@ __all__ = [
     "GenerativeMemory",
     "InputSpec",
     "KanervaMachine",
+    "KanervaPlusPlus",
     "MemoryMachine",
     "ObservationEncoding",
     "ProductKanervaMachine",

@@ -198,6 +198,8 @@ class GenerativeMemory(MemoryMachine):
     """
 
     capabilities = MemoryMachine.capabilities | {"memory", "attractor"}
+    state_type: ClassVar[type] = MemoryState
+    """What :meth:`write` returns and the reads take (a :class:`MemoryState` for the Kanerva memories)."""
     memory: KanervaMemory
     likelihood: Likelihood
     observation_encoding: ObservationEncoding | None
@@ -421,8 +423,8 @@ class GenerativeMemory(MemoryMachine):
         return state.batch_size
 
     def _check_batch(self, state: MemoryState, x: torch.Tensor) -> None:
-        if not isinstance(state, MemoryState):
-            raise TypeError(f"state must be a MemoryState, got {type(state).__name__}")
+        if not isinstance(state, self.state_type):
+            raise TypeError(f"state must be a {self.state_type.__name__}, got {type(state).__name__}")
         if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] != self.episodes_in(state):
             raise ValueError(f"x holds {x.shape[0]} episodes but state holds the memories of {self.episodes_in(state)} episodes")
 
