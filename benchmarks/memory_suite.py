@@ -105,13 +105,11 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
         "frame_stack": 4,
     },
     "ppo+dkm+framestack": {"algo": "ppo", "memory": "dkm", "policy_input": "both", "frame_stack": 4},  # order beside the memory
-    "ppo+pkm": {"algo": "ppo", "memory": "pkm", "policy_input": "both"},  # the Product Kanerva Machine's memory
-    "ppo+pkm-linear+std": {
-        "algo": "ppo",
-        "memory": "pkm",
-        "policy_input": "both",
-        "memory_head": "linear",
-        "standardise_readouts": True,
+    # The Product Kanerva Machine's and Kanerva++'s memories, as the DKM's two main methods read theirs.
+    **{
+        f"ppo+{name}{suffix}": {"algo": "ppo", "memory": name, "policy_input": "both", **options}
+        for name in ("pkm", "kpp")
+        for suffix, options in (("", {}), ("-linear+std", {"memory_head": "linear", "standardise_readouts": True}))
     },
     # The classical memories of the machine's codes, read as the best DKM method reads its memory (ppo+dkm-linear+std).
     **{

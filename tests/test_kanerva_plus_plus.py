@@ -105,8 +105,9 @@ def test_training_reaches_the_writer_the_key_and_the_prior_networks():
 
 
 def test_bad_sizes_are_refused():
-    with pytest.raises(ValueError, match="square number"):
-        KanervaPlusPlus((10,), code_size=4, num_slots=12)
+    assert KanervaPlusPlus((10,), code_size=4, num_slots=12).memory.grid == (3, 4)  # the squarest grid of 12 cells
+    with pytest.raises(ValueError, match="positive int"):
+        KanervaPlusPlus((10,), code_size=4, num_slots=0)
     kpp = small_kpp()
     with pytest.raises(TypeError, match="LatentMemoryState"):
         kpp.energy(kpp.write(episodes(2, 3)).memory, episodes(2, 3))

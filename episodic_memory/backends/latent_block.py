@@ -34,8 +34,7 @@ class OnlineLatentBlockMemory(MemoryBackend):
         parameter = next(memory.parameters())
         super().__init__(batch_size, memory.code_size + 3, parameter.dtype, parameter.device)
         self.memory = memory
-        D, S = memory.channels, memory.side
-        self.total = torch.zeros(batch_size, D, S, S, dtype=self.dtype, device=self.device)  # Σ_t g(z_t)
+        self.total = torch.zeros(batch_size, memory.channels, *memory.grid, dtype=self.dtype, device=self.device)  # Σ_t g(z_t)
         self.count = torch.zeros(batch_size, dtype=self.dtype, device=self.device)
 
     @property

@@ -50,18 +50,18 @@ def read_window(memory: torch.Tensor, key: torch.Tensor, size: tuple[int, int]) 
 class LatentBlockMemory(nn.Module):
     """The K++ memory: written as the mean of ``g(z)`` over the episode, read through key windows into ``p(Z | M, Y)``.
 
-    :param code_size: C; :param channels: D; :param side: H = W, the memory grid;
+    :param code_size: C; :param channels: D; :param grid: ``(H, W)``, the memory grid;
     :param window: h = w, the read window's grid; :param hidden_size: width of g and of the prior's MLP.
     """
 
-    def __init__(self, code_size: int, channels: int, side: int, window: int, hidden_size: int) -> None:
+    def __init__(self, code_size: int, channels: int, grid: tuple[int, int], window: int, hidden_size: int) -> None:
         super().__init__()
-        for name, value in (("channels", channels), ("side", side), ("window", window)):
+        for name, value in (("channels", channels), ("height", grid[0]), ("width", grid[1]), ("window", window)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        self.code_size, self.channels, self.side, self.window = code_size, channels, side, window
+        self.code_size, self.channels, self.grid, self.window = code_size, channels, tuple(grid), window
         self.writer = nn.Sequential(
-            nn.Linear(code_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, channels * side * side)
+            nn.Linear(code_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, channels * grid[0] * grid[1])
         )  # g
         self.prior_net = nn.Sequential(
             nn.Flatten(), nn.Linear(channels * window * window, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 2 * code_size)
@@ -70,16 +70,16 @@ class LatentBlockMemory(nn.Module):
     @property
     def num_slots(self) -> int:
         """H W, the memory's cells."""
-        return self.side * self.side
+        return self.grid[0] * self.grid[1]
 
     @property
     def floats(self) -> int:
         """D H W, the numbers one memory holds."""
-        return self.channels * self.side * self.side
+        return self.channels * self.num_slots
 
     def contributions(self, z: torch.Tensor) -> torch.Tensor:
         """``g(z)``: codes ``[..., C]`` -> memory-shaped terms ``[..., D, H, W]``."""
-        return self.writer(z).unflatten(-1, (self.channels, self.side, self.side))
+        return self.writer(z).unflatten(-1, (self.channels, *self.grid))
 
     def write(self, z: torch.Tensor) -> LatentMemoryState:
         """Fresh memories of episodes of codes ``z [B, T, C]``: ``M = mean_t g(z_t)``."""

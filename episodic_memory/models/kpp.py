@@ -57,7 +57,8 @@ class KanervaPlusPlus(GenerativeMemory):
     :param input_shape, likelihood, channel_order, resize, hidden_channels, hidden_size, normalise_codes,
         observation_encoding: as for :class:`~episodic_memory.models.dkm.DynamicKanervaMachine`.
     :param code_size: C, the size of the latent z.
-    :param num_slots: H W, the cells of the memory grid (a square number).
+    :param num_slots: H W, the cells of the memory grid, laid out as the squarest grid they fill (196: 14 x 14;
+        32: 4 x 8).
     :param memory_channels: D, the channels of each cell; the memory holds ``D H W`` numbers.
     :param window: h = w, the side of the read window's grid.
 
@@ -88,9 +89,9 @@ class KanervaPlusPlus(GenerativeMemory):
         observation_encoding: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        side = math.isqrt(num_slots) if isinstance(num_slots, int) and num_slots > 0 else 0
-        if side * side != num_slots:
-            raise ValueError(f"num_slots must be a square number (the cells of the H x H memory grid), got {num_slots!r}")
+        if isinstance(num_slots, bool) or not isinstance(num_slots, int) or num_slots < 1:
+            raise ValueError(f"num_slots must be a positive int (the cells of the memory grid), got {num_slots!r}")
+        height = max(h for h in range(1, math.isqrt(num_slots) + 1) if num_slots % h == 0)  # the squarest H x W grid
         self.input_spec = InputSpec.from_shape(input_shape, channel_order, resize)
         self.config = {
             "input_shape": list(self.input_spec.shape),
@@ -107,7 +108,7 @@ class KanervaPlusPlus(GenerativeMemory):
             "observation_encoding": observation_encoding,
         }
         self._set_observation_encoding(observation_encoding)
-        self.memory = LatentBlockMemory(code_size, memory_channels, side, window, hidden_size)
+        self.memory = LatentBlockMemory(code_size, memory_channels, (height, num_slots // height), window, hidden_size)
         self.likelihood = make_likelihood(likelihood)
         self.encoder, self.decoder = build_coders(self.input_spec, code_size, 2 * code_size, hidden_channels, hidden_size)
         self.q_z = nn.Linear(2 * code_size, 2 * code_size)  # q(Z | x)
