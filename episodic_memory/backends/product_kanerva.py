@@ -89,9 +89,12 @@ class OnlineProductKanervaMemory(MemoryBackend):
 
     def _read(self, z: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each sub-memory's weights ``[B*M, K]`` for codes ``z [B, C]`` and the product read ``[B, C]``."""
-        w = self.online.address(z.repeat_interleave(self.num_memories, dim=0))  # DKM eq. 6 [B*M, K]
-        reads = torch.einsum("nk,nkc->nc", w, self.online.R).view(self.batch_size, self.num_memories, -1)  # [B, M, C]
-        return w, torch.einsum("bm,bmc->bc", alpha, reads)
+        B, M, K = self.batch_size, self.num_memories, self.memory.slots_per_memory
+        R = self.online.R.view(B, M, K, -1)  # [B, M, K, C]
+        A_inv = self.online.A_inv.view(B, M, K, K)  # (R Rᵀ + λI)⁻¹, symmetric
+        w = (A_inv @ (R @ z[:, None, :, None]))[..., 0]  # DKM eq. 6 in every sub-memory [B, M, K]
+        reads = (w[:, :, None, :] @ R)[:, :, 0]  # w_mᵀR_m [B, M, C]
+        return w.reshape(B * M, K), (alpha[:, :, None] * reads).sum(1)
 
     def _step(self, z: torch.Tensor, write: bool, wanted: frozenset[str]) -> dict[str, torch.Tensor]:
         B, M = self.batch_size, self.num_memories
@@ -105,7 +108,7 @@ class OnlineProductKanervaMemory(MemoryBackend):
         if "retrieval" in wanted:
             retrieval = read
             for _ in range(self.attractor_steps - 1):
-                retrieval = self._read(retrieval, self._alpha(retrieval))[1]
+                retrieval = self._read(retrieval, self.selection(retrieval))[1]
             out["retrieval"] = retrieval
         if "memory" in wanted:
             out["memory"] = self.online.R.reshape(B, M * self.memory.slots_per_memory, self.code_size).clone()
