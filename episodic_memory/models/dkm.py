@@ -22,7 +22,14 @@ from episodic_memory.models.likelihoods import make_likelihood
 from episodic_memory.models.machine import GenerativeMemory, last_linear
 from episodic_memory.models.preprocessing import ChannelOrder, InputSpec, ResizeMode
 
-__all__ = ["DynamicKanervaMachine"]
+__all__ = ["DynamicKanervaMachine", "weights_kl"]
+
+
+def weights_kl(mu_w: torch.Tensor, log_w_std: torch.Tensor, w_prior_std: float) -> torch.Tensor:
+    """``KL(N(μw, σw² I) || N(0, σw0² I))`` of addressing weights ``μw [..., K]`` with ``σw = exp(log_w_std)``: ``[...]``."""
+    var_ratio = torch.exp(2 * log_w_std) / w_prior_std**2
+    K = mu_w.shape[-1]
+    return 0.5 * (K * (var_ratio - 1 - torch.log(var_ratio)) + (mu_w**2).sum(-1) / w_prior_std**2)
 
 
 class DynamicKanervaMachine(GenerativeMemory):
@@ -134,11 +141,8 @@ class DynamicKanervaMachine(GenerativeMemory):
         return self.memory.write_sequential(self.memory.prior(z.shape[0]), z)
 
     def _kl_w(self, mu_w: torch.Tensor) -> torch.Tensor:
-        """``KL(N(μw, σw² I) || N(0, σw0² I))`` per item: ``[B, T, K] -> [B, T]``."""
-        var_ratio = torch.exp(2 * self.log_w_std) / self.memory.w_prior_std**2
-        K = mu_w.shape[-1]
-        mean_term = (mu_w**2).sum(-1) / self.memory.w_prior_std**2
-        return 0.5 * (K * (var_ratio - 1 - torch.log(var_ratio)) + mean_term)
+        """``KL(q(w) || p(w))`` per item: ``[B, T, K] -> [B, T]``."""
+        return weights_kl(mu_w, self.log_w_std, self.memory.w_prior_std)
 
     def _energy_terms(self, state: MemoryState, frames: torch.Tensor, B: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder parameters at ``w = μw(x)`` and the energy (eq. 14) of model frames ``[B*T, ...]``.

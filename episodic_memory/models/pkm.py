@@ -34,6 +34,7 @@ from torch import nn
 from episodic_memory.kanerva.memory import MemoryState
 from episodic_memory.kanerva.product import ProductKanervaMemory
 from episodic_memory.models.coders import build_coders
+from episodic_memory.models.dkm import weights_kl
 from episodic_memory.models.likelihoods import make_likelihood
 from episodic_memory.models.machine import GenerativeMemory, last_linear
 from episodic_memory.models.preprocessing import ChannelOrder, InputSpec, ResizeMode
@@ -166,10 +167,8 @@ class ProductKanervaMachine(GenerativeMemory):
 
     def _kl_w(self, mu_w: torch.Tensor, B: int) -> torch.Tensor:
         """``Σ_m KL(N(μw_m, σw² I) || N(0, σw0² I))`` per item: ``[B*M, T, K] -> [B, T]``."""
-        var_ratio = torch.exp(2 * self.log_w_std) / self.memory.w_prior_std**2
-        K = mu_w.shape[-1]
-        per_memory = 0.5 * (K * (var_ratio - 1 - torch.log(var_ratio)) + (mu_w**2).sum(-1) / self.memory.w_prior_std**2)
-        return per_memory.view(B, self.num_memories, -1).sum(1)  # [B*M, T] -> [B, T]
+        per_memory = weights_kl(mu_w, self.log_w_std, self.memory.w_prior_std)  # [B*M, T]
+        return per_memory.view(B, self.num_memories, -1).sum(1)  # [B, T]
 
     def _energy_terms(self, state: MemoryState, frames: torch.Tensor, B: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder parameters at ``w_m = μw_m(x)`` and the energy ``−ln p(x | w, M) + Σ_m KL`` of model frames ``[B*T, ...]``."""
