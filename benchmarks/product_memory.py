@@ -91,7 +91,7 @@ def allocation(model: ProductKanervaMachine, data: FrameDataset, layouts: int, T
     """Selection statistics of ``model`` on ``episodes`` held-out episodes of T frames from ``layouts`` mazes each."""
     rng = np.random.default_rng(seed)
     L, S = data.num_layouts, data.steps_per_layout
-    entropies, used, nmi = [], [], []
+    entropies, used, nmi, chance = [], [], [], []
     for _ in range(episodes):
         chosen = rng.choice(L, size=layouts, replace=False)
         which = rng.integers(layouts, size=T)  # the maze of each frame, 0..n-1
@@ -101,6 +101,7 @@ def allocation(model: ProductKanervaMachine, data: FrameDataset, layouts: int, T
         entropies.append(float(allocation_entropy(alpha).mean()))
         used.append(len(set(assignment.tolist())))
         nmi.append(normalised_mutual_information(assignment, which))
+        chance.append(normalised_mutual_information(assignment, rng.permutation(which)))  # the same labels, shuffled
     return {
         "layouts": layouts,
         "entropy_nats": float(np.mean(entropies)),
@@ -108,6 +109,7 @@ def allocation(model: ProductKanervaMachine, data: FrameDataset, layouts: int, T
         "sub_memories_used": float(np.mean(used)),
         "nmi": float(np.mean(nmi)),
         "nmi_stderr": float(np.std(nmi) / math.sqrt(len(nmi))),
+        "nmi_chance": float(np.mean(chance)),
     }
 
 
@@ -175,7 +177,9 @@ def main() -> None:
         curves = {}
         for name, model in models.items():
             started = time.perf_counter()
-            curves[name] = capacity_curve(model, data.sample, args.lengths, args.modes, args.episodes, rng=args.seed)
+            curves[name] = capacity_curve(
+                model, data.sample, args.lengths, args.modes, args.episodes, max_frames_per_batch=256, rng=args.seed
+            )  # batches of at most 256 frames: several per point, so each has a standard error
             print(f"capacity of {name}: {time.perf_counter() - started:.0f} s")
         report["capacity"] = curves
         for mode in args.modes:
@@ -184,6 +188,7 @@ def main() -> None:
             print("|---|" + "---|" * len(args.lengths))
             for name, curve in curves.items():
                 cells = [f"{e:.1f} ± {s:.1f}" for e, s in zip(curve["error"][mode], curve["stderr"][mode], strict=True)]
+                cells = [cell.replace(" ± nan", "") for cell in cells]  # one batch: no standard error
                 print(f"| {name} | " + " | ".join(cells) + " |")
         plot_capacity(out / "capacity.png", curves)
         report["allocation"] = {}
@@ -192,12 +197,14 @@ def main() -> None:
                 rows = [allocation(model, data, n, 32, args.episodes * 4, args.seed) for n in (2, 4, 8)]
                 report["allocation"][name] = rows
                 print(f"\nallocation of {name} (M={model.num_memories}), T=32, {args.episodes * 4} episodes a row")
-                print("| mazes per episode | entropy of α (nats, max ln M) | sub-memories used | NMI(assignment, maze) |")
-                print("|---|---|---|---|")
+                columns = ["mazes per episode", "entropy of α (nats, max ln M)", "sub-memories used"]
+                columns += ["NMI(assignment, maze)", "NMI, mazes shuffled"]
+                print("| " + " | ".join(columns) + " |")
+                print("|---|---|---|---|---|")
                 for r in rows:
                     print(
                         f"| {r['layouts']} | {r['entropy_nats']:.2f} (max {r['max_entropy_nats']:.2f}) | "
-                        f"{r['sub_memories_used']:.1f} | {r['nmi']:.2f} ± {r['nmi_stderr']:.2f} |"
+                        f"{r['sub_memories_used']:.1f} | {r['nmi']:.2f} ± {r['nmi_stderr']:.2f} | {r['nmi_chance']:.2f} |"
                     )
     (out / "report.json").write_text(json.dumps(report, indent=1))
     print(f"\nwrote {out / 'report.json'}")
