@@ -161,6 +161,20 @@ def run_dir_of(out: str | Path, task: str, method: str, seed: int) -> Path:
     return Path(out) / task / method / f"seed{seed}"
 
 
+def finished_runs(out: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every finished run under ``out`` of ``args.tasks`` x ``args.methods``, any seed: what the tables report, so that
+    a run of a few tasks or methods adds to the tables of the directory rather than replacing them."""
+    results = []
+    for task in args.tasks:
+        for method in args.methods:
+            seeds = sorted(int(d.name[len("seed") :]) for d in (out / task / method).glob("seed*") if d.name[4:].isdigit())
+            for seed in seeds:
+                result = finished(run_dir_of(out, task, method, seed), args.steps, _threshold(task, args))
+                if result is not None:
+                    results.append(result)
+    return results
+
+
 def finished(run_dir: Path, steps: int, threshold: float | None) -> dict[str, Any] | None:
     """The run's ``result.json`` if it finished with ``steps`` steps, its curve scores read again from its
     ``metrics.jsonl`` (the curve is the record; the scores follow :func:`training_curve` as it is now); else None."""
@@ -358,7 +372,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process and one torch thread each")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--wandb-mode", default="disabled", choices=["online", "offline", "disabled"])
-    parser.add_argument("--report", action="store_true", help="train nothing: report the finished runs under --out")
+    parser.add_argument(
+        "--report", action="store_true", help="train nothing: report the finished runs under --out (of --tasks, --methods)"
+    )
     args = parser.parse_args(argv)
     args.memory_checkpoint = _task_values(args.memory_checkpoint, "--memory-checkpoint", str)
     args.threshold = _task_values(args.threshold, "--threshold", float)
@@ -368,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     grid = [(task, method, seed) for task in args.tasks for method in args.methods for seed in args.seeds]
     done = {run: finished(run_dir_of(out, *run), args.steps, _threshold(run[0], args)) for run in grid}
     if args.report:
-        results = [result for result in done.values() if result is not None]
+        results = finished_runs(out, args)
         if not results:
             raise SystemExit(f"no finished runs of {args.steps:,} steps under {out}")
         report(out, results, args)
@@ -383,7 +399,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             futures = {pool.submit(run_one, *run, args): run for run in todo}
             for future in tqdm(as_completed(futures), total=len(futures), desc="runs"):
                 done[futures[future]] = _finished(futures[future], future.result())
-    report(out, [done[run] for run in grid], args)
+    everything = argparse.Namespace(**{**vars(args), "tasks": list(TASKS), "methods": list(METHODS)})
+    report(out, finished_runs(out, everything), args)  # the runs just trained and every other one under out
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ def test_a_tiny_suite_runs_skips_finished_runs_and_extends_budgets(tmp_path: Pat
     suite.main(args)
     assert "2 runs, 2 finished already, 0 to train" in capsys.readouterr().out
     assert result_file.stat().st_mtime_ns == written
+    suite.main(["--tasks", "RepeatFirstEasy", "--methods", "ppo", "--steps", "6144", "--out", str(tmp_path)])
+    assert [r["method"] for r in json.loads((tmp_path / "results.json").read_text())] == ["ppo", "ppo+dkm"]  # adds, keeps
 
     suite.main([*args[:5], "--steps", "7168", "--out", str(tmp_path)])  # a bigger budget continues the runs
     rows = json.loads((tmp_path / "results.json").read_text())
