@@ -197,8 +197,8 @@ def main() -> None:
                 rows = [allocation(model, data, n, 32, args.episodes * 4, args.seed) for n in (2, 4, 8)]
                 report["allocation"][name] = rows
                 print(f"\nallocation of {name} (M={model.num_memories}), T=32, {args.episodes * 4} episodes a row")
-                columns = ["mazes per episode", "entropy of α (nats, max ln M)", "sub-memories used"]
-                columns += ["NMI(assignment, maze)", "NMI, mazes shuffled"]
+                columns = ["layouts per episode", "entropy of α (nats, max ln M)", "sub-memories used"]
+                columns += ["NMI(assignment, layout)", "NMI, layouts shuffled"]
                 print("| " + " | ".join(columns) + " |")
                 print("|---|---|---|---|---|")
                 for r in rows:
