@@ -36,7 +36,6 @@ from matplotlib.ticker import MaxNLocator
 
 from episodic_memory.envs.dataset import parse_mode
 from episodic_memory.evaluation.figures import image_grid
-from episodic_memory.kanerva.memory import MemoryState
 from episodic_memory.models.machine import GenerativeMemory, MemoryMachine, stop_at_convergence
 from episodic_memory.models.preprocessing import InputSpec
 
@@ -315,31 +314,31 @@ def denoising(
 
 
 def sample_and_refine(
-    model: MemoryMachine, state: MemoryState, num_samples: int, steps: int, rng: SeedLike = 0
+    model: MemoryMachine, state: Any, num_samples: int, steps: int, rng: SeedLike = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Samples from the prior improved by attractor iterations (DKM §4, Fig. 3b/d).
 
-    Draws ``w ~ p(w) = N(0, σw0² I)`` ``[B, S, K]``, reads ``z = wᵀR`` ``[B, S, C]``, decodes the
-    mode of ``p(x | z)`` as the starting frames, then runs ``model.attractor(state, frames, steps)``.
+    Draws codes ``[B, S, C]`` from the prior the memories give them (``model.sample_codes``: the DKM's
+    ``z = wᵀR`` with ``w ~ p(w)``; Kanerva++'s ``z ~ p(Z | M, Y)`` with ``Y ~ p(Y)``), decodes the mode of
+    ``p(x | z)`` as the starting frames, then runs ``model.attractor(state, frames, steps)``.
 
-    :param state: the memories to sample from, ``mean [B, K, C]``, e.g. ``model.write(episodes)``.
+    :param state: the memories to sample from, e.g. ``model.write(episodes)``.
     :param num_samples: S, samples per memory.
     :param steps: attractor iterations N.
     :return: ``trajectory [N+1, B, S, *input_shape]`` (the prior samples first) and ``energies [N+1, B, S]``.
-    :raises TypeError: for models other than the DKM: the KM's prior goes through ``y ~ p(y)`` and its
-        learned addressing rather than ``p(w)``, and the VAE has no memory.
+    :raises TypeError: for models without ``prior_samples``: the KM's prior goes through ``y ~ p(y)`` and its
+        learned addressing, the PKM's selection is a function of the code it selects for, the VAE has no memory.
     """
     if "prior_samples" not in model.capabilities:
-        raise TypeError(f"sample_and_refine needs a model with prior samples (a DynamicKanervaMachine), got a {model.kind}")
-    if not isinstance(state, MemoryState):
-        raise TypeError(f"state must be a MemoryState, got {type(state).__name__}")
+        raise TypeError(f"sample_and_refine needs a model with prior samples (a DKM or Kanerva++), got a {model.kind}")
+    if not isinstance(state, model.state_type):
+        raise TypeError(f"state must be a {model.state_type.__name__}, got {type(state).__name__}")
     _check_positive_int("num_samples", num_samples)
     _check_int("steps", steps, minimum=0)
     rng = np.random.default_rng(rng)
-    B, K = state.batch_size, model.num_slots
+    B = model.episodes_in(state)
     with _evaluation(model, rng):
-        w = model.memory.w_prior_std * torch.randn(B, num_samples, K, dtype=model.dtype, device=model.device)  # w ~ p(w)
-        z = model.memory.read(state, w)  # z = wᵀR [B, S, C]
+        z = model.sample_codes(state, num_samples)  # [B, S, C]
         params = model.decoder(z.flatten(0, 1))  # [B*S, *model_shape]
         frames = model.input_spec.from_model(model.likelihood.mode(params))  # [B*S, *input_shape]
         return model.attractor(state, frames.reshape(B, num_samples, *model.input_shape), steps)

@@ -205,7 +205,7 @@ class TestSampling:
     def test_dkm_only(self):
         vae = VariationalAutoencoder(FRAME, code_size=4, hidden_channels=4)
         state = tiny_dkm().memory.prior(1)
-        with pytest.raises(TypeError, match=r"needs a model with prior samples \(a DynamicKanervaMachine\), got a Variational"):
+        with pytest.raises(TypeError, match=r"needs a model with prior samples \(a DKM or Kanerva\+\+\), got a Variational"):
             sample_and_refine(vae, state, num_samples=2, steps=1)
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from episodic_memory import BACKENDS, KanervaPlusPlus
+from episodic_memory.evaluation.generative import sample_and_refine
 from episodic_memory.kanerva.latent_block import read_window
 from episodic_memory.models.km import diagonal_normal_kl
 
@@ -102,6 +103,23 @@ def test_training_reaches_the_writer_the_key_and_the_prior_networks():
     for name, module in (("writer", kpp.memory.writer), ("prior", kpp.memory.prior_net), ("key", kpp.q_key)):
         assert sum(p.grad.abs().sum() for p in module.parameters()) > 0, name
     assert float(losses["cond_elbo"]) < 0 and float(losses["kl_key"]) >= 0
+
+
+def test_prior_samples_are_drawn_from_the_memory_at_random_keys_and_refined_by_the_attractor():
+    kpp = small_kpp()
+    state = kpp.write(episodes(2, 4, seed=4))
+    torch.manual_seed(5)
+    with torch.no_grad():
+        codes = kpp.sample_codes(state, 4000)  # [2, 4000, C]
+    torch.manual_seed(5)
+    key = torch.randn(2, 4000, 3, dtype=torch.float64)  # the same draws: Y ~ N(0, I), then z ~ p(Z | M, Y)
+    with torch.no_grad():
+        mean, std = kpp.memory.prior(state, key)
+    torch.testing.assert_close(((codes - mean) / std).mean((0, 1)), torch.zeros(C, dtype=torch.float64), atol=0.05, rtol=0)
+    torch.testing.assert_close(((codes - mean) / std).std((0, 1)), torch.ones(C, dtype=torch.float64), atol=0.05, rtol=0)
+    trajectory, energies = sample_and_refine(kpp, state, num_samples=3, steps=2, rng=0)
+    assert trajectory.shape == (3, 2, 3, 10) and set(trajectory.unique().tolist()) <= {0.0, 1.0}  # Bernoulli modes
+    torch.testing.assert_close(energies[-1], kpp.energy(state, trajectory[-1]))
 
 
 def test_bad_sizes_are_refused():

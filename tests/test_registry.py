@@ -90,6 +90,8 @@ def test_models_declare_what_they_can_be_evaluated_on():
     assert MODELS["vae"].capabilities == {"elbo"}
     assert MODELS["km"].capabilities == {"elbo", "memory", "attractor"}
     assert MODELS["dkm"].capabilities == {"elbo", "memory", "attractor", "prior_samples"}
+    assert MODELS["kpp"].capabilities == {"elbo", "memory", "attractor", "prior_samples"}
+    assert MODELS["pkm"].capabilities == {"elbo", "memory", "attractor"}
     vae = MODELS["vae"]((6,), code_size=4, likelihood="gaussian", hidden_size=8)
     assert not hasattr(vae, "num_slots") and not hasattr(vae, "memory")  # the memory-less baseline has no memory size
 

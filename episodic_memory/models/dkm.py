@@ -140,6 +140,13 @@ class DynamicKanervaMachine(GenerativeMemory):
         z = self.encode(x)
         return self.memory.write_sequential(self.memory.prior(z.shape[0]), z)
 
+    def sample_codes(self, state: MemoryState, num_samples: int) -> torch.Tensor:
+        """``z = wᵀR`` with ``w ~ p(w) = N(0, σw0² I)`` (DKM §4): ``[B, S, C]``."""
+        w = self.memory.w_prior_std * torch.randn(
+            state.batch_size, num_samples, self.num_slots, dtype=state.mean.dtype, device=state.mean.device
+        )  # [B, S, K]
+        return self.memory.read(state, w)
+
     def _kl_w(self, mu_w: torch.Tensor) -> torch.Tensor:
         """``KL(q(w) || p(w))`` per item: ``[B, T, K] -> [B, T]``."""
         return weights_kl(mu_w, self.log_w_std, self.memory.w_prior_std)

@@ -71,6 +71,7 @@ class KanervaPlusPlus(GenerativeMemory):
     """
 
     state_type = LatentMemoryState
+    capabilities = GenerativeMemory.capabilities | {"prior_samples"}  # Y ~ p(Y), z ~ p(Z | M, Y), decode
 
     def __init__(
         self,
@@ -149,6 +150,13 @@ class KanervaPlusPlus(GenerativeMemory):
     def write(self, x: torch.Tensor) -> LatentMemoryState:
         """Write episodes ``x [B, T, *input_shape]`` into fresh memories (feed-forward, deterministic)."""
         return self.memory.write(self.encode(x))
+
+    def sample_codes(self, state: LatentMemoryState, num_samples: int) -> torch.Tensor:
+        """``z ~ p(Z | M, Y)`` at keys ``Y ~ p(Y) = N(0, I)``, generation from memory: ``[B, S, C]``."""
+        memory = state.memory
+        key = torch.randn(state.batch_size, num_samples, 3, dtype=memory.dtype, device=memory.device)
+        mean, std = self.memory.prior(state, key)
+        return mean + std * torch.randn_like(std)
 
     def episodes_in(self, state: LatentMemoryState) -> int:
         return state.batch_size

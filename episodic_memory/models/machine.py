@@ -51,7 +51,8 @@ class MemoryMachine(nn.Module):
     capabilities: ClassVar[frozenset[str]] = frozenset({"elbo"})
     """What the model can be evaluated on: ``elbo`` (:meth:`loss`, per frame; conditional on the episode's memory
     where the model has one), ``memory`` (``write``, reads, energies, capacity), ``attractor`` (attractor
-    dynamics from noisy or partial frames), ``prior_samples`` (frames sampled from a memory's prior over weights)."""
+    dynamics from noisy or partial frames), ``prior_samples`` (frames sampled from the prior a memory gives the
+    codes, :meth:`GenerativeMemory.sample_codes`)."""
     input_spec: InputSpec
     config: dict[str, Any]
 
@@ -356,6 +357,10 @@ class GenerativeMemory(MemoryMachine):
         """Likelihood parameters ``[B*T, *model_shape]`` of the frames read back for model frames
         ``[B*T, *model_shape]``, and the energy of those frames ``[B, T]``."""
         raise NotImplementedError
+
+    def sample_codes(self, state: Any, num_samples: int) -> torch.Tensor:
+        """Codes ``[B, S, C]`` drawn from the prior the memories give them (models with ``prior_samples``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no prior samples")
 
     def encode_and_address(self, x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, torch.Tensor | None]:
         """Codes ``[B, T, C]`` of episodes ``x [B, T, *input_shape]``, and their addressing weights ``[B, T, K]``
