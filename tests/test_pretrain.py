@@ -86,10 +86,11 @@ def test_training_runs_and_saves_a_loadable_model(dataset, tmp_path, model):
     assert all(np.isfinite(v) for v in logged_losses(tmp_path).values())
 
 
-def test_resume_repeats_the_uninterrupted_losses(dataset, tmp_path):
-    pretrain(tiny(dataset, tmp_path / "full", steps=6), progress=False)
-    pretrain(tiny(dataset, tmp_path / "parts", steps=3, checkpoint_every=100), progress=False)
-    pretrain(tiny(dataset, tmp_path / "parts", steps=6, checkpoint_every=100), resume=True, progress=False)
+@pytest.mark.parametrize("model", ["dkm", "pkm", "kpp"])
+def test_resume_repeats_the_uninterrupted_losses(dataset, tmp_path, model):
+    pretrain(tiny(dataset, tmp_path / "full", steps=6, model=model), progress=False)
+    pretrain(tiny(dataset, tmp_path / "parts", steps=3, checkpoint_every=100, model=model), progress=False)
+    pretrain(tiny(dataset, tmp_path / "parts", steps=6, checkpoint_every=100, model=model), resume=True, progress=False)
     full, parts = logged_losses(tmp_path / "full"), logged_losses(tmp_path / "parts")
     assert sorted(parts) == list(range(1, 7))
     assert parts == full  # bit-for-bit on CPU
@@ -126,9 +127,10 @@ def test_sigint_saves_a_checkpoint_and_the_run_resumes(dataset, tmp_path):
     assert summary["step"] == stopped_at + 2
 
 
-def test_torchrun_ddp_averages_gradients_across_two_processes(dataset, tmp_path):
+@pytest.mark.parametrize("model", ["dkm", "pkm", "kpp"])
+def test_torchrun_ddp_averages_gradients_across_two_processes(dataset, tmp_path, model):
     out = tmp_path / "ddp"
-    config = tiny(dataset, out, steps=1, grad_clip=0.0)
+    config = tiny(dataset, out, steps=1, grad_clip=0.0, model=model)
     cmd = [
         sys.executable,
         "-m",
