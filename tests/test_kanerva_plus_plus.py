@@ -9,15 +9,24 @@ import torch
 
 from episodic_memory import BACKENDS, KanervaPlusPlus
 from episodic_memory.evaluation.generative import sample_and_refine
-from episodic_memory.kanerva.latent_block import read_window
+from episodic_memory.kanerva.latent_block import read_window, window_weights
 from episodic_memory.models.km import diagonal_normal_kl
 
 C = 5
 
 
-def small_kpp(seed: int = 0) -> KanervaPlusPlus:
+def small_kpp(seed: int = 0, write_mode: str = "pooled") -> KanervaPlusPlus:
     torch.manual_seed(seed)
-    kpp = KanervaPlusPlus((10,), code_size=C, num_slots=16, memory_channels=3, window=2, likelihood="bernoulli", hidden_size=16)
+    kpp = KanervaPlusPlus(
+        (10,),
+        code_size=C,
+        num_slots=16,
+        memory_channels=3,
+        window=2,
+        likelihood="bernoulli",
+        hidden_size=16,
+        write_mode=write_mode,
+    )
     return kpp.double().eval()
 
 
@@ -41,8 +50,23 @@ def test_a_window_read_is_bilinear_sampling_of_the_memory_grid():
             torch.testing.assert_close(window[0, :, i, j], (a + b * col + c * row).double(), rtol=1e-12, atol=1e-12)
 
 
-def test_the_write_forgets_the_order_of_the_episode():
-    kpp = small_kpp()
+def test_the_keyed_write_is_the_adjoint_of_the_window_read():
+    # <read(M), c> = <M, write(c)>: an item's contents land on the cells a read at its key looks at, with the same weights.
+    g = torch.Generator().manual_seed(6)
+    memory = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)  # [B, D, H, W]
+    key = torch.randn(2, 1, 3, generator=g, dtype=torch.float64)
+    content = torch.randn(2, 3, 3, 3, generator=g, dtype=torch.float64)  # window contents [B*T, D, h, w]
+    window = read_window(memory, key, (3, 3))
+    torch.testing.assert_close(
+        window_weights(key, (3, 3), (4, 5)) @ memory.flatten(2).transpose(1, 2), window.flatten(2).transpose(1, 2)
+    )
+    written = (window_weights(key, (3, 3), (4, 5)).transpose(1, 2) @ content.flatten(2).transpose(1, 2)).transpose(1, 2)  # Aᵀc
+    torch.testing.assert_close((window * content).sum(), (memory.flatten(2) * written).sum(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("write_mode", ["pooled", "keyed"])
+def test_the_write_forgets_the_order_of_the_episode(write_mode):
+    kpp = small_kpp(write_mode=write_mode)
     x = episodes(2, 6)
     order = torch.tensor([3, 0, 5, 1, 4, 2])
     with torch.no_grad():
@@ -50,8 +74,9 @@ def test_the_write_forgets_the_order_of_the_episode():
         assert not torch.allclose(kpp.write(x).memory, kpp.write(x[:, :3]).memory)  # but not what it holds
 
 
-def test_the_online_memory_after_t_steps_is_the_batch_write_of_those_t_frames():
-    kpp = small_kpp()
+@pytest.mark.parametrize("write_mode", ["pooled", "keyed"])
+def test_the_online_memory_after_t_steps_is_the_batch_write_of_those_t_frames(write_mode):
+    kpp = small_kpp(write_mode=write_mode)
     x = episodes(3, 5, seed=1)
     kind = BACKENDS["kpp"]
     backend = kind.build(kpp, 3, 1)
@@ -68,7 +93,7 @@ def test_the_online_memory_after_t_steps_is_the_batch_write_of_those_t_frames():
             else:
                 torch.testing.assert_close(out["memory"], torch.zeros_like(out["memory"]), rtol=0, atol=0)  # empty
         torch.testing.assert_close(backend.state.memory, kpp.write(x).memory, rtol=1e-10, atol=1e-10)
-    assert backend.state_floats == 3 * 16 + 1
+    assert backend.state_floats == 3 * 16 + (1 if write_mode == "pooled" else 16)
 
 
 def test_the_elbo_terms_are_the_gaussian_kls_and_the_energy_reads_at_the_mean_key():

@@ -76,7 +76,10 @@ class PretrainConfig:
     code_size: int = field(100, "C: size of the codes and of the memory's columns")
     num_slots: int = field(32, "K: rows of the memory (dkm, km); pkm: the slots of all its sub-memories together")
     num_memories: int = field(4, "pkm: M, the sub-memories (each of num_slots / M slots)")
-    memory_channels: int = field(16, "kpp: D, the channels of each cell of its memory grid (num_slots cells, a square)")
+    memory_channels: int = field(16, "kpp: D, the channels of each cell of its memory grid (num_slots cells)")
+    write_mode: Literal["pooled", "keyed"] = field(
+        "pooled", "kpp: pooled (the mean of g(z) over the grid) or keyed (each frame written where its key points)"
+    )
     likelihood: Literal["bernoulli", "gaussian", "logistic"] = field("gaussian", "frame model; logistic: discretised 8-bit")
     hidden_channels: int = field(
         16,
@@ -158,7 +161,7 @@ def build_model(
     if issubclass(cls, ProductKanervaMachine):
         options["num_memories"] = config.num_memories
     if issubclass(cls, KanervaPlusPlus):
-        options["memory_channels"] = config.memory_channels
+        options.update(memory_channels=config.memory_channels, write_mode=config.write_mode)
     return cls(frame_shape, **options)
 
 

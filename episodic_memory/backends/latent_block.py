@@ -34,8 +34,9 @@ class OnlineLatentBlockMemory(MemoryBackend):
         parameter = next(memory.parameters())
         super().__init__(batch_size, memory.code_size + 3, parameter.dtype, parameter.device)
         self.memory = memory
-        self.total = torch.zeros(batch_size, memory.channels, *memory.grid, dtype=self.dtype, device=self.device)  # Σ_t g(z_t)
-        self.count = torch.zeros(batch_size, dtype=self.dtype, device=self.device)
+        self.total = torch.zeros(batch_size, memory.channels, *memory.grid, dtype=self.dtype, device=self.device)  # Σ_t terms
+        counts = (batch_size,) if memory.write_mode == "pooled" else (batch_size, *memory.grid)  # frames, or cell weights
+        self.count = torch.zeros(counts, dtype=self.dtype, device=self.device)
 
     @property
     def readout_specs(self) -> dict[str, ReadoutSpec]:
@@ -47,12 +48,12 @@ class OnlineLatentBlockMemory(MemoryBackend):
 
     @property
     def state_floats(self) -> int:
-        return self.memory.floats + 1  # the sum and the count
+        return self.memory.floats + self.count[0].numel()  # the sum and the count(s)
 
     @property
     def state(self) -> LatentMemoryState:
-        """The memories as the model's batch write gives them: the mean of the terms written (zeros when empty)."""
-        return LatentMemoryState(self.total / self.count.clamp_min(1.0)[:, None, None, None], self.count.clone())
+        """The memories as the model's batch write gives them (zeros when empty)."""
+        return self.memory.memory_of(self.total, self.count.clone())
 
     def reset(self, mask: torch.Tensor | None = None) -> None:
         if mask is None:
@@ -74,6 +75,7 @@ class OnlineLatentBlockMemory(MemoryBackend):
         if "memory" in wanted:
             out["memory"] = state.memory.flatten(2).transpose(1, 2)  # [B, H W, D]
         if write:
-            self.total += self.memory.contributions(code)
-            self.count += 1.0
+            total, count = self.memory.contributions(code[:, None], key[:, None])
+            self.total += total
+            self.count += count
         return out

@@ -61,6 +61,9 @@ class KanervaPlusPlus(GenerativeMemory):
         32: 4 x 8).
     :param memory_channels: D, the channels of each cell; the memory holds ``D H W`` numbers.
     :param window: h = w, the side of the read window's grid.
+    :param write_mode: ``pooled`` (the mean of ``g(z)`` over the grid) or ``keyed`` (each frame's window contents
+        written where its mean key points, the adjoint of the read); see
+        :class:`~episodic_memory.kanerva.latent_block.LatentBlockMemory`.
 
     Example::
 
@@ -81,6 +84,7 @@ class KanervaPlusPlus(GenerativeMemory):
         likelihood: str = "bernoulli",
         *,
         memory_channels: int = 16,
+        write_mode: str = "pooled",
         window: int = 4,
         channel_order: ChannelOrder = "auto",
         resize: ResizeMode = "area",
@@ -101,6 +105,7 @@ class KanervaPlusPlus(GenerativeMemory):
             "likelihood": likelihood,
             "memory_channels": memory_channels,
             "window": window,
+            "write_mode": write_mode,
             "channel_order": self.input_spec.channel_order,
             "resize": self.input_spec.resize,
             "hidden_channels": hidden_channels,
@@ -109,7 +114,9 @@ class KanervaPlusPlus(GenerativeMemory):
             "observation_encoding": observation_encoding,
         }
         self._set_observation_encoding(observation_encoding)
-        self.memory = LatentBlockMemory(code_size, memory_channels, (height, num_slots // height), window, hidden_size)
+        self.memory = LatentBlockMemory(
+            code_size, memory_channels, (height, num_slots // height), window, hidden_size, write_mode
+        )
         self.likelihood = make_likelihood(likelihood)
         self.encoder, self.decoder = build_coders(self.input_spec, code_size, 2 * code_size, hidden_channels, hidden_size)
         self.q_z = nn.Linear(2 * code_size, 2 * code_size)  # q(Z | x)
@@ -149,7 +156,7 @@ class KanervaPlusPlus(GenerativeMemory):
     # ----------------------------------------------------------------------------------------
     def write(self, x: torch.Tensor) -> LatentMemoryState:
         """Write episodes ``x [B, T, *input_shape]`` into fresh memories (feed-forward, deterministic)."""
-        return self.memory.write(self.encode(x))
+        return self.memory.write(*self.encode_and_address(x))
 
     def sample_codes(self, state: LatentMemoryState, num_samples: int) -> torch.Tensor:
         """``z ~ p(Z | M, Y)`` at keys ``Y ~ p(Y) = N(0, I)``, generation from memory: ``[B, S, C]``."""
@@ -190,8 +197,8 @@ class KanervaPlusPlus(GenerativeMemory):
         B, T = x.shape[:2]
         features = self._features(frames, B, T)
         mean_z, std_z = self._q_z(features)
-        state = self.memory.write(mean_z)  # deterministic write of the episode
         mean_key, std_key = self._q_key(features)
+        state = self.memory.write(mean_z, mean_key)  # deterministic write of the episode (keyed: at the mean keys)
         key = mean_key + std_key * torch.randn_like(mean_key)  # Y ~ q(Y | x)
         prior_mean, prior_std = self.memory.prior(state, key)  # p(Z | M, Y)
         z = mean_z + std_z * torch.randn_like(mean_z)  # z ~ q(z | x)
