@@ -407,6 +407,7 @@ def pretrain(config: PretrainConfig, resume: bool | str | os.PathLike[str] = Fal
         summary["evaluation"] = _evaluate(model, config, out, test)
     logger.finish()
     if world_size > 1:
+        dist.barrier()  # rank 0 may still be saving or evaluating: tearing gloo down under it aborts the other ranks
         dist.destroy_process_group()
     return summary
 
