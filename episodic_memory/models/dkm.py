@@ -19,7 +19,7 @@ from torch import nn
 from episodic_memory.kanerva.memory import KanervaMemory, MemoryState
 from episodic_memory.models.coders import build_coders
 from episodic_memory.models.likelihoods import make_likelihood
-from episodic_memory.models.machine import GenerativeMemory, last_linear
+from episodic_memory.models.machine import ContentAddressedMemory
 from episodic_memory.models.preprocessing import ChannelOrder, InputSpec, ResizeMode
 
 __all__ = ["DynamicKanervaMachine", "weights_kl"]
@@ -32,7 +32,7 @@ def weights_kl(mu_w: torch.Tensor, log_w_std: torch.Tensor, w_prior_std: float) 
     return 0.5 * (K * (var_ratio - 1 - torch.log(var_ratio)) + (mu_w**2).sum(-1) / w_prior_std**2)
 
 
-class DynamicKanervaMachine(GenerativeMemory):
+class DynamicKanervaMachine(ContentAddressedMemory):
     """Generative memory with dynamic addressing and attractor dynamics.
 
     :param input_shape: one frame: ``(D,)`` for vectors (MLP coders), ``(H, W, C)`` or ``(C, H, W)``
@@ -66,7 +66,7 @@ class DynamicKanervaMachine(GenerativeMemory):
         trajectory, energies = dkm.attractor(state, noisy_x, steps=15)
     """
 
-    capabilities = GenerativeMemory.capabilities | {"prior_samples"}  # w ~ p(w), read, decode (DKM §4)
+    capabilities = ContentAddressedMemory.capabilities | {"prior_samples"}  # w ~ p(w), read, decode (DKM §4)
 
     def __init__(
         self,
@@ -109,28 +109,6 @@ class DynamicKanervaMachine(GenerativeMemory):
         self.likelihood = make_likelihood(likelihood)
         self.encoder, self.decoder = build_coders(self.input_spec, code_size, code_size, hidden_channels, hidden_size)
         self.log_w_std = nn.Parameter(torch.tensor(math.log(w_std_init)))  # σw of q(w)
-
-    # ----------------------------------------------------------------------------------------
-    # Coders
-    # ----------------------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``e(x)``: episodes ``[B, T, *input_shape]`` -> codes ``[B, T, C]``."""
-        return self.encode_and_address(x)[0]
-
-    def encode_and_address(self, x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, None]:
-        """:meth:`encode`, and None: the DKM's weights are solved against the memory (eq. 6), not read from the frame."""
-        return self._encode_frames(self._frames_in(x, name), *x.shape[:2]), None
-
-    def _calibration_layers(self) -> list[tuple[nn.Linear, int]]:
-        return [(last_linear(self.encoder), self.code_size)]  # e(x): the codes
-
-    def _decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Codes ``[B, T, C]`` -> likelihood parameters ``[B*T, *model_shape]``."""
-        return self.decoder(z.flatten(0, 1))
-
-    def _encode_frames(self, frames: torch.Tensor, B: int, T: int) -> torch.Tensor:
-        z = self.encoder(frames).view(B, T, self.code_size)  # [B*T, ...] -> [B, T, C]
-        return self._normalised(z)
 
     # ----------------------------------------------------------------------------------------
     # Memory

@@ -27,7 +27,15 @@ from episodic_memory.models.likelihoods import BernoulliLikelihood, DiscretisedL
 from episodic_memory.models.observations import ObservationEncoding, batch_of_one
 from episodic_memory.models.preprocessing import InputSpec
 
-__all__ = ["GenerativeMemory", "MemoryMachine", "load_machine", "read_checkpoint_header", "stop_at_convergence", "FORMAT_VERSION"]
+__all__ = [
+    "ContentAddressedMemory",
+    "GenerativeMemory",
+    "MemoryMachine",
+    "load_machine",
+    "read_checkpoint_header",
+    "stop_at_convergence",
+    "FORMAT_VERSION",
+]
 
 FORMAT_VERSION = 1
 _METADATA_KEY = "episodic_memory"
@@ -432,6 +440,33 @@ class GenerativeMemory(MemoryMachine):
             raise TypeError(f"state must be a {self.state_type.__name__}, got {type(state).__name__}")
         if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] != self.episodes_in(state):
             raise ValueError(f"x holds {x.shape[0]} episodes but state holds the memories of {self.episodes_in(state)} episodes")
+
+
+class ContentAddressedMemory(GenerativeMemory):
+    """A generative memory whose codes are a deterministic encoder's, ``z = e(x)``, and whose addressing weights are
+    solved against the memory from the code (DKM eq. 6), not read from the frame: the DKM and the PKM.
+
+    Subclasses set ``encoder`` (frames -> ``[B*T, C]``) and ``decoder`` (codes -> likelihood parameters).
+    """
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``e(x)``: episodes ``[B, T, *input_shape]`` -> codes ``[B, T, C]``."""
+        return self.encode_and_address(x)[0]
+
+    def encode_and_address(self, x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, None]:
+        """:meth:`encode`, and None: the weights are solved against the memory (DKM eq. 6), not read from the frame."""
+        return self._encode_frames(self._frames_in(x, name), *x.shape[:2]), None
+
+    def _calibration_layers(self) -> list[tuple[nn.Linear, int]]:
+        return [(last_linear(self.encoder), self.code_size)]  # e(x): the codes
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes ``[B, T, C]`` -> likelihood parameters ``[B*T, *model_shape]``."""
+        return self.decoder(z.flatten(0, 1))
+
+    def _encode_frames(self, frames: torch.Tensor, B: int, T: int) -> torch.Tensor:
+        """Model frames ``[B*T, *model_shape]`` -> codes ``[B, T, C]`` (normalised with ``normalise_codes``)."""
+        return self._normalised(self.encoder(frames).view(B, T, self.code_size))
 
 
 def last_linear(module: nn.Module) -> nn.Linear:

@@ -36,7 +36,7 @@ from episodic_memory.kanerva.product import ProductKanervaMemory
 from episodic_memory.models.coders import build_coders
 from episodic_memory.models.dkm import weights_kl
 from episodic_memory.models.likelihoods import make_likelihood
-from episodic_memory.models.machine import GenerativeMemory, last_linear
+from episodic_memory.models.machine import ContentAddressedMemory
 from episodic_memory.models.preprocessing import ChannelOrder, InputSpec, ResizeMode
 
 __all__ = ["ProductKanervaMachine", "allocation_entropy"]
@@ -47,7 +47,7 @@ def allocation_entropy(alpha: torch.Tensor) -> torch.Tensor:
     return -(alpha * alpha.clamp_min(1e-12).log()).sum(-1)
 
 
-class ProductKanervaMachine(GenerativeMemory):
+class ProductKanervaMachine(ContentAddressedMemory):
     """A generative memory of M small Kanerva memories combined per item (our reconstruction of the PKM).
 
     :param input_shape, likelihood, channel_order, resize, hidden_channels, hidden_size, obs_noise_std,
@@ -121,29 +121,11 @@ class ProductKanervaMachine(GenerativeMemory):
         return self.memory.num_memories
 
     # ----------------------------------------------------------------------------------------
-    # Coders and selection
+    # Selection
     # ----------------------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``e(x)``: episodes ``[B, T, *input_shape]`` -> codes ``[B, T, C]``."""
-        return self.encode_and_address(x)[0]
-
-    def encode_and_address(self, x: torch.Tensor, name: str = "x") -> tuple[torch.Tensor, None]:
-        """:meth:`encode`, and None: each sub-memory's weights are solved against it (DKM eq. 6)."""
-        return self._encode_frames(self._frames_in(x, name), *x.shape[:2]), None
-
     def selection(self, z: torch.Tensor) -> torch.Tensor:
         """``α = softmax(g(z))``: codes ``[..., C]`` -> selection weights ``[..., M]`` (summing to 1)."""
         return F.softmax(self.selector(z), dim=-1)
-
-    def _encode_frames(self, frames: torch.Tensor, B: int, T: int) -> torch.Tensor:
-        return self._normalised(self.encoder(frames).view(B, T, self.code_size))  # [B*T, ...] -> [B, T, C]
-
-    def _decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Codes ``[B, T, C]`` -> likelihood parameters ``[B*T, *model_shape]``."""
-        return self.decoder(z.flatten(0, 1))
-
-    def _calibration_layers(self) -> list[tuple[nn.Linear, int]]:
-        return [(last_linear(self.encoder), self.code_size)]
 
     # ----------------------------------------------------------------------------------------
     # Memory
