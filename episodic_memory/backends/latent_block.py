@@ -66,7 +66,7 @@ class OnlineLatentBlockMemory(MemoryBackend):
 
     def _step(self, z: torch.Tensor, write: bool, wanted: frozenset[str]) -> dict[str, torch.Tensor]:
         code, key = z.split([self.memory.code_size, 3], dim=-1)  # [B, C], [B, 3]
-        state = self.state
+        state = self.memory.memory_of(self.total, self.count)  # read before the write below, so no copy is needed
         mean, std = self.memory.prior(state, key[:, None])  # p(Z | M, Y) [B, 1, C]
         out = {
             "retrieval": mean[:, 0],
