@@ -4,8 +4,10 @@ Three measurements, side by side in one run:
 
 1. **Cost of one online step** (read-outs, then the write, as the RL wrapper runs it: 5 attractor
    iterations, B = ``--envs`` memories, C = 100): the ``pkm`` backend with M sub-memories of S/M
-   slots against the ``dkm`` backend with S slots, for S in ``--slots``. No training needed: the cost
-   does not depend on the weights. A PKM step is ``O(M ((S/M)² + (S/M) C))``, the DKM's ``O(S² + S C)``.
+   slots against one memory of S slots, for S in ``--slots``: the ``dkm`` backend (content addressing, as
+   each PKM sub-memory has) and the ``km`` backend (weights given with each code, nothing to solve).
+   No training needed: the cost does not depend on the weights. A PKM step is ``O(M ((S/M)² + (S/M) C))``,
+   the others' ``O(S² + S C)``.
 2. **Capacity** (with ``--checkpoints``): the negative conditional ELBO per frame against the episode
    length T = 10 ... 200 (:func:`~episodic_memory.evaluation.generative.capacity_curve`), every model on
    the same held-out episodes of ``--data``, ``mixed`` and ``layouts=n`` modes.
@@ -34,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from episodic_memory import DynamicKanervaMachine, ProductKanervaMachine, load_machine
+from episodic_memory import DynamicKanervaMachine, KanervaMachine, ProductKanervaMachine, load_machine
 from episodic_memory.envs.dataset import FrameDataset
 from episodic_memory.evaluation.generative import capacity_curve
 from episodic_memory.models.pkm import allocation_entropy
@@ -45,8 +47,16 @@ ATTRACTOR_STEPS = 5
 
 
 def step_cost_us(name: str, machine: torch.nn.Module, envs: int, steps: int, repeats: int) -> float:
-    """Median over ``repeats`` of the wall time of one backend step (read-outs and write), in microseconds."""
-    codes = torch.randn(steps, envs, CODE_SIZE, generator=torch.Generator().manual_seed(0))
+    """Median over ``repeats`` of the wall time of one backend step (read-outs and write), in microseconds.
+
+    The ``km`` backend's input is a code and its K addressing weights (random, of unit norm, as a
+    calibrated KM's are); the others' a code.
+    """
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randn(steps, envs, CODE_SIZE, generator=generator)
+    if name == "km":
+        weights = torch.nn.functional.normalize(torch.randn(steps, envs, machine.num_slots, generator=generator), dim=-1)
+        codes = torch.cat([codes, weights], dim=-1)  # [steps, B, C + K]
     times = []
     for _ in range(repeats):
         backend = BACKENDS[name].build(machine, envs, ATTRACTOR_STEPS)
@@ -62,7 +72,9 @@ def cost_table(args: argparse.Namespace) -> list[dict]:
     rows = []
     for slots in args.slots:
         dkm = DynamicKanervaMachine((8,), code_size=CODE_SIZE, num_slots=slots, hidden_size=8).eval()
+        km = KanervaMachine((8,), code_size=CODE_SIZE, num_slots=slots, hidden_size=8).eval()
         row = {"slots": slots, "dkm_us": step_cost_us("dkm", dkm, args.envs, args.steps, args.repeats)}
+        row["km_us"] = step_cost_us("km", km, args.envs, args.steps, args.repeats)
         for m in args.memories:
             if slots % m == 0:
                 pkm = ProductKanervaMachine((8,), code_size=CODE_SIZE, num_slots=slots, num_memories=m, hidden_size=8).eval()
@@ -160,11 +172,18 @@ def main() -> None:
     step = f"read-outs with {ATTRACTOR_STEPS} attractor iterations, then the write"
     print(f"one online step ({step}), B={args.envs}, C={CODE_SIZE}, µs")
     pkm_columns = [f"pkm{m}_us" for m in args.memories]
-    print("| slots S | dkm (S slots) | " + " | ".join(f"pkm, {m} x S/{m} | ratio dkm/pkm{m}" for m in args.memories) + " |")
-    print("|---|---|" + "---|---|" * len(args.memories))
+    print(
+        "| slots S | dkm (S slots) | km (S slots) | "
+        + " | ".join(f"pkm, {m} x S/{m} | dkm/pkm{m} | km/pkm{m}" for m in args.memories)
+        + " |"
+    )
+    print("|---|---|---|" + "---|---|---|" * len(args.memories))
     for row in report["cost"]:
-        cells = [f"{row[c]:.0f} | {row['dkm_us'] / row[c]:.2f}" if c in row else "- | -" for c in pkm_columns]
-        print(f"| {row['slots']} | {row['dkm_us']:.0f} | " + " | ".join(cells) + " |")
+        cells = [
+            f"{row[c]:.0f} | {row['dkm_us'] / row[c]:.2f} | {row['km_us'] / row[c]:.2f}" if c in row else "- | - | -"
+            for c in pkm_columns
+        ]
+        print(f"| {row['slots']} | {row['dkm_us']:.0f} | {row['km_us']:.0f} | " + " | ".join(cells) + " |")
 
     if args.checkpoints:
         if not args.data:
