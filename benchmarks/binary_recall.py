@@ -160,9 +160,11 @@ def models(args: argparse.Namespace) -> dict[str, Callable[[int], object]]:
     """Each row's memory, built for a batch of B pattern sets."""
     dtype = torch.float64
     rows: dict[str, Callable[[int], object]] = {
-        "hebb": lambda B: HopfieldMemory(B, BITS, rule="hebb", seed=args.seed, dtype=dtype),
-        "storkey": lambda B: HopfieldMemory(B, BITS, rule="storkey", seed=args.seed, dtype=dtype),
-        "pseudo-inverse": lambda B: HopfieldMemory(B, BITS, rule="pseudo-inverse", seed=args.seed, dtype=dtype),
+        "hebb": lambda B: HopfieldMemory(B, BITS, rule="hebb", update=args.update, seed=args.seed, dtype=dtype),
+        "storkey": lambda B: HopfieldMemory(B, BITS, rule="storkey", update=args.update, seed=args.seed, dtype=dtype),
+        "pseudo-inverse": lambda B: HopfieldMemory(
+            B, BITS, rule="pseudo-inverse", update=args.update, seed=args.seed, dtype=dtype
+        ),
         "sdm": lambda B: SparseDistributedMemory(
             B, BITS, num_locations=SDM_LOCATIONS, activation=args.sdm_activation, seed=args.seed, dtype=dtype
         ),
@@ -191,6 +193,9 @@ def main() -> None:
         "--corruption", choices=CORRUPTIONS, default="random",
         help="what the 64 corrupted bits become: 0 (erased) or fresh random bits (random)",
     )  # fmt: skip
+    parser.add_argument(
+        "--update", choices=("async", "sync"), default="async", help="the Hopfield rows' dynamics: one unit or all at a time"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object {model: {patterns: error bits}} only")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -22,7 +22,7 @@ Learning rules, each applied one pattern at a time (an online memory), ``C`` the
 Which Storkey form: the EBMM paper (Bartunov et al., ICLR 2020, Table 1) does not say. With the
 protocol of ``benchmarks/binary_recall.py`` the local-field form reproduces its row (error bits
 0.0/1.3/6.6/11.6/17.5 at 16-96 patterns against the paper's 0.0/0.9/6.3/11.3/17.1, 100 sets),
-while the form with ``h_ij = Σ_{k≠i,j} W_ik x_k`` stores more (0.0/0.0/3.0/9.7/19.1, 6 sets): our
+while the form with ``h_ij = Σ_{k≠i,j} W_ik x_k`` stores more (0.0/0.0/3.0/9.7/19.1 in a numpy sketch, 6 sets): our
 choice is the one that matches the baseline the paper measured.
 
 A network holds ``C(C − 1)/2`` numbers (``C(C + 1)/2`` for the pseudo-inverse rule, which keeps
