@@ -27,7 +27,12 @@ erased bits it falls 0.6-0.8 bits below it. Rows:
   of 16-96 random patterns for ``--train-steps`` steps, cached in ``--cache`` and reused. The patterns
   are written (``model.write``), each query is the corrupted pattern as {0, 1} bits (erased bits
   at ½), and the retrieval is ``--model-steps`` attractor iterations ``x <- mode p(x | x, M)``
-  (DKM §3.5) with the known bits held, its bits the mode's. The sizes, the training schedule and erased bits at ½ are our choices.
+  (DKM §3.5) with the known bits held, its bits the mode's. The sizes, the training schedule and erased bits at ½ are our choices;
+- ``ebmm``: an :class:`~episodic_memory.energy.EnergyMemory` whose writable layer is 64 x 128 weights and 64
+  biases (8,256 numbers, the budget exactly), meta-trained (eq. 5) for ``--ebmm-steps`` steps on batches of
+  16 random sets of as many patterns as the column has, with this benchmark's corruption: one memory per
+  column, as the paper's Table 1 reads (the sets of its p_d(X) have one size), cached in ``--cache``.
+  The read holds the known bits (as every row's does); its bits are the signs of the read.
 
 Usage::
 
@@ -44,10 +49,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from episodic_memory import DynamicKanervaMachine, GenerativeMemory, KanervaMachine, load_machine
 from episodic_memory.backends import DenseAssociativeMemory, HopfieldMemory, SparseDistributedMemory, binary_patterns
+from episodic_memory.energy import EnergyMemory, meta_train
 
 BITS = 128
 CORRUPTED = 64
@@ -137,13 +144,59 @@ def trained_model(name: str, args: argparse.Namespace) -> GenerativeMemory:
     return model
 
 
+EBMM_WIDTH = BUDGET // (BITS + 1)  # 64 rows of W and 64 biases: 8,256 numbers
+
+
+class EnergyRecall:
+    """A meta-trained EBMM as a binary-pattern memory: write a set (eq. 4), then read the queries (eq. 1)."""
+
+    def __init__(self, memory: EnergyMemory) -> None:
+        self.memory, self.theta = memory, None
+        self.state_floats = memory.state_floats
+
+    def write_all(self, patterns: torch.Tensor) -> None:
+        self.theta = self.memory.write(patterns.float())
+
+    def retrieve(self, queries: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        retrieved = self.memory.read(queries.float(), self.theta, known)
+        return binary_patterns(retrieved).to(queries.dtype)
+
+
+def trained_ebmm(count: int, args: argparse.Namespace) -> tuple[EnergyMemory, dict]:
+    """The ``ebmm`` memory of the column of ``count`` patterns, loaded from ``--cache`` or meta-trained and saved;
+    with its settings (meta-training steps and seconds)."""
+    settings = {"model": "ebmm", "patterns": count, "steps": args.ebmm_steps, "seed": args.seed, "corruption": args.corruption}
+    path, meta = Path(args.cache) / f"ebmm-{count}.safetensors", Path(args.cache) / f"ebmm-{count}.json"
+    memory = EnergyMemory(BITS, EBMM_WIDTH, read_steps=5, write_steps=10, write_step_size=2.0)
+    if path.is_file() and meta.is_file():
+        saved = json.loads(meta.read_text())
+        if {k: saved.get(k) for k in settings} == settings:
+            memory.load_state_dict(load_file(str(path)))
+            return memory.eval(), saved
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed + count)
+    started = time.perf_counter()
+    meta_train(
+        memory,
+        lambda: (2 * torch.randint(0, 2, (16, count, BITS), generator=generator) - 1).float(),
+        lambda x: corrupted_queries(x, generator, args.corruption),
+        args.ebmm_steps,
+        progress=None if args.json else f"meta-training the ebmm on sets of {count} patterns",
+    )
+    settings["seconds"] = round(time.perf_counter() - started, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in memory.state_dict().items()}, str(path))
+    meta.write_text(json.dumps(settings))
+    return memory, settings
+
+
 def recall_errors(
-    memory_factory: Callable[[int], object], patterns: torch.Tensor, generator: torch.Generator, corruption: str
+    memory_factory: Callable[[int, int], object], patterns: torch.Tensor, generator: torch.Generator, corruption: str
 ) -> tuple[torch.Tensor, int]:
     """Write ``patterns [B, N, C]`` into B fresh memories, query each corrupted; (error bits [B, N], numbers held)."""
     B, N, _ = patterns.shape
-    memory = memory_factory(B)
-    if isinstance(memory, TrainedRecall):
+    memory = memory_factory(B, N)
+    if isinstance(memory, (TrainedRecall, EnergyRecall)):
         memory.write_all(patterns)
     else:
         for n in range(N):
@@ -156,24 +209,28 @@ def recall_errors(
     return (retrieved != patterns).sum(-1).to(torch.float64), memory.state_floats
 
 
-def models(args: argparse.Namespace) -> dict[str, Callable[[int], object]]:
-    """Each row's memory, built for a batch of B pattern sets."""
+def models(args: argparse.Namespace) -> dict[str, Callable[[int, int], object]]:
+    """Each row's memory, built for a batch of B sets of N patterns: ``factory(B, N)``."""
     dtype = torch.float64
-    rows: dict[str, Callable[[int], object]] = {
-        "hebb": lambda B: HopfieldMemory(B, BITS, rule="hebb", update=args.update, seed=args.seed, dtype=dtype),
-        "storkey": lambda B: HopfieldMemory(B, BITS, rule="storkey", update=args.update, seed=args.seed, dtype=dtype),
-        "pseudo-inverse": lambda B: HopfieldMemory(
+    rows: dict[str, Callable[[int, int], object]] = {
+        "hebb": lambda B, N: HopfieldMemory(B, BITS, rule="hebb", update=args.update, seed=args.seed, dtype=dtype),
+        "storkey": lambda B, N: HopfieldMemory(B, BITS, rule="storkey", update=args.update, seed=args.seed, dtype=dtype),
+        "pseudo-inverse": lambda B, N: HopfieldMemory(
             B, BITS, rule="pseudo-inverse", update=args.update, seed=args.seed, dtype=dtype
         ),
-        "sdm": lambda B: SparseDistributedMemory(
+        "sdm": lambda B, N: SparseDistributedMemory(
             B, BITS, num_locations=SDM_LOCATIONS, activation=args.sdm_activation, seed=args.seed, dtype=dtype
         ),
-        "store-everything": lambda B: DenseAssociativeMemory(B, BITS, beta=args.dense_beta, steps=3, dtype=dtype),
+        "store-everything": lambda B, N: DenseAssociativeMemory(B, BITS, beta=args.dense_beta, steps=3, dtype=dtype),
     }
     for name in TRAINED:
         if name in args.models:
             model = trained_model(name, args)
-            rows[name] = lambda B, model=model: TrainedRecall(model, args.model_steps)
+            rows[name] = lambda B, N, model=model: TrainedRecall(model, args.model_steps)
+    if "ebmm" in args.models:
+        ebmm = {count: trained_ebmm(count, args) for count in PATTERN_COUNTS}
+        args.ebmm_training = {count: settings for count, (_, settings) in ebmm.items()}
+        rows["ebmm"] = lambda B, N: EnergyRecall(ebmm[N][0])
     return {name: rows[name] for name in args.models}
 
 
@@ -182,8 +239,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20, help="independent pattern sets per pattern count")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--models", nargs="+", default=["hebb", "storkey", "pseudo-inverse", "sdm", "store-everything", "dkm", "km"]
+        "--models", nargs="+", default=["hebb", "storkey", "pseudo-inverse", "sdm", "store-everything", "dkm", "km", "ebmm"]
     )
+    parser.add_argument("--ebmm-steps", type=int, default=2000, help="meta-training steps of each ebmm column")
     parser.add_argument("--train-steps", type=int, default=2000, help="training steps of the dkm and km rows")
     parser.add_argument("--model-steps", type=int, default=10, help="attractor iterations of the dkm and km retrievals")
     parser.add_argument("--cache", default="runs/binary_recall", help="where the trained dkm and km are kept and reused")
@@ -231,6 +289,11 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(cells) + f" | {floats[name]:,}{over} |")
     for name, row in PAPER.items():
         print(f"| paper: {name} | " + " | ".join(f"{v:.1f}" for v in row) + " | 8,256 |")
+    if "ebmm" in results:
+        training = args.ebmm_training
+        print("\nebmm meta-training, per column: " + ", ".join(
+            f"{n}: {training[n]['steps']} steps in {training[n].get('seconds', '?')} s" for n in PATTERN_COUNTS
+        ))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 The package, by concept (``README.md``, "How the package is laid out"):
 
 - :mod:`episodic_memory.kanerva`: the Bayesian Kanerva memory (KM eq. 9-11, DKM eq. 6), batch and online;
+- :mod:`episodic_memory.energy`: the meta-learned energy-based memory (EBMM eq. 1-5);
 - :mod:`episodic_memory.models`: the generative models (DKM, KM, VAE) with their coders and likelihoods;
 - :mod:`episodic_memory.backends`: memories behind one interface for the RL wrappers (the Kanerva memories
   and the classical ones: Hopfield, SDM, store-everything);
@@ -26,6 +27,7 @@ from episodic_memory.backends import (
     HopfieldMemory,
     LearnedAddressKanervaMemory,
     MemoryBackend,
+    OnlineEnergyMemory,
     OnlineLatentBlockMemory,
     OnlineProductKanervaMemory,
     ReadoutSpec,
@@ -34,6 +36,7 @@ from episodic_memory.backends import (
 from episodic_memory.kanerva import KanervaMemory, MemoryState, OnlineMemory, ProductKanervaMemory, StepReadout
 from episodic_memory.models import (
     DynamicKanervaMachine,
+    EnergyBasedMemoryMachine,
     GenerativeMemory,
     KanervaMachine,
     KanervaPlusPlus,
@@ -53,6 +56,7 @@ __all__ = [
     "DenseAssociativeMemory",
     "DynamicKanervaMachine",
     "DynamicKanervaMemory",
+    "EnergyBasedMemoryMachine",
     "EpisodicMemoryCore",
     "EpisodicMemoryVectorWrapper",
     "EpisodicMemoryWrapper",
@@ -66,6 +70,7 @@ __all__ = [
     "MemoryMachine",
     "MemoryState",
     "ObservationEncoding",
+    "OnlineEnergyMemory",
     "OnlineLatentBlockMemory",
     "OnlineMemory",
     "OnlineProductKanervaMemory",

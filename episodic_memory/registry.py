@@ -3,7 +3,7 @@
 - :data:`MODELS`: the trainable models (``pretrain --model``), which are also what a checkpoint can
   hold (:func:`~episodic_memory.models.machine.load_machine` loads these and nothing else).
 - :data:`BACKENDS`: the memories the RL wrappers can run (``train-agent --memory``). A backend runs on
-  the codes of a machine's encoder; ``dkm``, ``km``, ``kpp`` and ``pkm`` are the machine's own memory and need
+  the codes of a machine's encoder; ``dkm``, ``km``, ``kpp``, ``pkm`` and ``ebmm`` are the machine's own memory and need
   that kind of machine, the classical memories take the codes of any machine.
 
 Adding a backend is one entry here and a :class:`~episodic_memory.backends.MemoryBackend`: no wrapper
@@ -23,11 +23,13 @@ from episodic_memory.backends import (
     HopfieldMemory,
     LearnedAddressKanervaMemory,
     MemoryBackend,
+    OnlineEnergyMemory,
     OnlineLatentBlockMemory,
     OnlineProductKanervaMemory,
     SparseDistributedMemory,
 )
 from episodic_memory.models.dkm import DynamicKanervaMachine
+from episodic_memory.models.ebmm import EnergyBasedMemoryMachine
 from episodic_memory.models.km import KanervaMachine
 from episodic_memory.models.kpp import KanervaPlusPlus
 from episodic_memory.models.machine import GenerativeMemory, MemoryMachine
@@ -38,6 +40,7 @@ __all__ = ["BACKENDS", "MODELS", "BackendKind", "backend_kind", "check_backend_m
 
 MODELS: dict[str, type[MemoryMachine]] = {
     "dkm": DynamicKanervaMachine,
+    "ebmm": EnergyBasedMemoryMachine,
     "km": KanervaMachine,
     "kpp": KanervaPlusPlus,
     "pkm": ProductKanervaMachine,
@@ -112,6 +115,18 @@ BACKENDS: dict[str, BackendKind] = {
         lambda m, B, steps: OnlineProductKanervaMemory(m.memory, m.selection, B, steps),
         readouts=(*WITH_ROWS, "allocation"),
         machine=ProductKanervaMachine,
+    ),
+    "ebmm": BackendKind(
+        "the EBMM's writable layer, each code written by T gradient steps on its writing loss (EBMM eq. 3-4)",
+        lambda m, B, steps: OnlineEnergyMemory(m.memory, B, write="incremental"),
+        readouts=WITH_ROWS,
+        machine=EnergyBasedMemoryMachine,
+    ),
+    "ebmm-rewrite": BackendKind(
+        "the EBMM's writable layer, written online and rewritten from θ̄ with all the episode's codes every 16 codes",
+        lambda m, B, steps: OnlineEnergyMemory(m.memory, B, write="rewrite", rewrite_every=16),
+        readouts=WITH_ROWS,
+        machine=EnergyBasedMemoryMachine,
     ),
     **{
         f"hopfield-{short}": BackendKind(

@@ -369,8 +369,9 @@ def evaluate_models(
 ) -> dict[str, Any]:
     """Evaluate every model on the same held-out episodes; write ``report.json`` and figures into ``out_dir``.
 
-    Every model gets :func:`conditional_nll`; models with a memory also get :func:`capacity_curve` and
-    :func:`denoising` for each of ``config.noises`` (occlusion for image models only); DKMs also get
+    Every model with an ELBO gets :func:`conditional_nll`, and with a memory too :func:`capacity_curve`;
+    models with attractor dynamics get :func:`denoising` for each of ``config.noises`` (occlusion for image
+    models only) (the EBMM, which has no ELBO, gets only these); models with prior samples also get
     :func:`sample_and_refine` from a memory holding one episode.
 
     Figures (PNG), each written when some model has the data: ``nll.png`` (conditional NLL per model),
@@ -395,16 +396,17 @@ def evaluate_models(
     for name, model in models.items():
         T = config.episode_length
         entry: dict[str, Any] = {"kind": model.kind}
-        entry["conditional_nll"] = conditional_nll(
-            model,
-            sample,
-            T,
-            config.mode,
-            config.num_episodes,
-            _episodes_per_batch(config.batch_size, config.max_frames_per_batch, T),
-            config.seed,
-        )
-        if "memory" in model.capabilities:
+        if "elbo" in model.capabilities:
+            entry["conditional_nll"] = conditional_nll(
+                model,
+                sample,
+                T,
+                config.mode,
+                config.num_episodes,
+                _episodes_per_batch(config.batch_size, config.max_frames_per_batch, T),
+                config.seed,
+            )
+        if {"memory", "elbo"} <= model.capabilities:
             entry["capacity"] = capacity_curve(
                 model,
                 sample,
@@ -446,7 +448,9 @@ def evaluate_models(
             entry["sampling"] = {"energy": energies.mean((1, 2)).double().cpu().tolist()}
         entries[name] = entry
 
-    figures = [_plot_nll(out_dir / "nll.png", entries)]
+    figures = []
+    if any("conditional_nll" in entry for entry in entries.values()):
+        figures.append(_plot_nll(out_dir / "nll.png", entries))
     if any("capacity" in entry for entry in entries.values()):
         figures.append(_plot_capacity(out_dir / "capacity.png", entries))
     if attractor_examples:
@@ -565,7 +569,7 @@ def _plain(value: Any) -> Any:
 # Figures
 # --------------------------------------------------------------------------------------------
 def _plot_nll(path: Path, entries: Mapping[str, Mapping[str, Any]]) -> Path:
-    names = list(entries)
+    names = [name for name, entry in entries.items() if "conditional_nll" in entry]
     nats = [entries[name]["conditional_nll"]["nats"] for name in names]
     stderr = [entries[name]["conditional_nll"]["nats_stderr"] for name in names]
     fig = Figure(figsize=(1.5 + 1.2 * len(names), 3.5), layout="constrained")

@@ -200,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(report, indent=2))
             return 0
         report = _evaluate(args)
-        print(json.dumps({name: entry["conditional_nll"] for name, entry in report["models"].items()}, indent=2))
+        nll = {name: entry["conditional_nll"] for name, entry in report["models"].items() if "conditional_nll" in entry}
+        print(json.dumps(nll, indent=2))
         print(f"report and figures in {args.out}")
         return 0
     except (ValueError, OSError) as error:  # user errors (bad options, missing or damaged files): a message, no traceback

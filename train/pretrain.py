@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from episodic_memory import GenerativeMemory, KanervaPlusPlus, MemoryMachine, ProductKanervaMachine
+from episodic_memory import EnergyBasedMemoryMachine, GenerativeMemory, KanervaPlusPlus, MemoryMachine, ProductKanervaMachine
 from episodic_memory.envs.dataset import FrameDataset, parse_mode
 from episodic_memory.evaluation.figures import image_grid, training_figures
 from episodic_memory.evaluation.generative import EvaluationConfig, check_enough_layouts, evaluate_models, sample_and_refine
@@ -71,7 +71,8 @@ class PretrainConfig:
     data: str = field("data/mazes", "dataset directory written by `episodic-memory collect`")
     out: str = field("runs/pretrain", "run directory: checkpoints, metrics.jsonl, wandb files, evaluation")
     model: ModelChoice = field(
-        "dkm", "model: Dynamic Kanerva Machine, Kanerva Machine, Kanerva++, Product Kanerva Machine, or the memory-less VAE"
+        "dkm",
+        "model: Dynamic Kanerva Machine, Kanerva Machine, Kanerva++, Product Kanerva Machine, EBMM, or the memory-less VAE",
     )
     code_size: int = field(100, "C: size of the codes and of the memory's columns")
     num_slots: int = field(32, "K: rows of the memory (dkm, km); pkm: the slots of all its sub-memories together")
@@ -79,6 +80,14 @@ class PretrainConfig:
     memory_channels: int = field(16, "kpp: D, the channels of each cell of its memory grid (num_slots cells)")
     write_mode: Literal["pooled", "keyed"] = field(
         "pooled", "kpp: pooled (the mean of g(z) over the grid) or keyed (each frame written where its key points)"
+    )
+    read_steps: int = field(5, "ebmm: K, gradient steps on the energy of a read (EBMM eq. 1)")
+    write_steps: int = field(5, "ebmm: T, gradient steps on the writing loss of a write (EBMM eq. 4)")
+    ebmm_write: Literal["batch", "online"] = field(
+        "batch", "ebmm: write an episode as a set (eq. 4) or one code at a time (the RL backend's online write)"
+    )
+    corruption: Literal["auto", "entries", "block", "salt-and-pepper", "gaussian"] = field(
+        "auto", "ebmm: distortion of the training queries; auto: block (half the side) for images, entries for vectors"
     )
     likelihood: Literal["bernoulli", "gaussian", "logistic"] = field("gaussian", "frame model; logistic: discretised 8-bit")
     hidden_channels: int = field(
@@ -110,7 +119,7 @@ class PretrainConfig:
             choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else ()
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"{f.name} must be one of {choices}, actual value: {getattr(self, f.name)!r}")
-        positive = ("code_size", "num_slots", "num_memories", "memory_channels", "hidden_channels")
+        positive = ("code_size", "num_slots", "num_memories", "memory_channels", "hidden_channels", "read_steps", "write_steps")
         positive += ("episode_length", "batch_size", "steps")
         for name in (*positive, "checkpoint_every", "keep_checkpoints", "log_every"):
             _check_int(name, getattr(self, name), minimum=1)
@@ -162,6 +171,9 @@ def build_model(
         options["num_memories"] = config.num_memories
     if issubclass(cls, KanervaPlusPlus):
         options.update(memory_channels=config.memory_channels, write_mode=config.write_mode)
+    if issubclass(cls, EnergyBasedMemoryMachine):
+        options.update(read_steps=config.read_steps, write_steps=config.write_steps, write_mode=config.ebmm_write)
+        options["corruption"] = None if config.corruption == "auto" else config.corruption
     return cls(frame_shape, **options)
 
 

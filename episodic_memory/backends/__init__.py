@@ -5,7 +5,8 @@ The machines' own Kanerva memories:
 - :class:`DynamicKanervaMemory`: addressed by content, as the DKM reads it;
 - :class:`LearnedAddressKanervaMemory`: at the addresses a KM computes from each frame;
 - :class:`OnlineProductKanervaMemory`: the Product Kanerva Machine's M small memories;
-- :class:`OnlineLatentBlockMemory`: the latent memory grid of Kanerva++.
+- :class:`OnlineLatentBlockMemory`: the latent memory grid of Kanerva++;
+- :class:`OnlineEnergyMemory`: an EBMM's writable layer, written online.
 
 The classical associative memories, for codes of any encoder or for raw ±1 patterns:
 
@@ -16,6 +17,7 @@ The classical associative memories, for codes of any encoder or for raw ±1 patt
 
 from episodic_memory.backends.base import MemoryBackend, ReadoutKind, ReadoutSpec, binary_patterns
 from episodic_memory.backends.dense_associative import DenseAssociativeMemory
+from episodic_memory.backends.energy import ONLINE_WRITES, OnlineEnergyMemory, OnlineWrite
 from episodic_memory.backends.hopfield import HOPFIELD_RULES, HopfieldMemory, HopfieldRule
 from episodic_memory.backends.kanerva import DynamicKanervaMemory, LearnedAddressKanervaMemory
 from episodic_memory.backends.latent_block import OnlineLatentBlockMemory
@@ -24,14 +26,17 @@ from episodic_memory.backends.sparse_distributed import SparseDistributedMemory,
 
 __all__ = [
     "HOPFIELD_RULES",
+    "ONLINE_WRITES",
     "DenseAssociativeMemory",
     "DynamicKanervaMemory",
     "HopfieldMemory",
     "HopfieldRule",
     "LearnedAddressKanervaMemory",
     "MemoryBackend",
+    "OnlineEnergyMemory",
     "OnlineLatentBlockMemory",
     "OnlineProductKanervaMemory",
+    "OnlineWrite",
     "ReadoutKind",
     "ReadoutSpec",
     "SparseDistributedMemory",

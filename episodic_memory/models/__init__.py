@@ -1,5 +1,5 @@
 """The generative models: the Dynamic Kanerva Machine, the Kanerva Machine, Kanerva++, the Product Kanerva
-Machine and the memory-less VAE baseline.
+Machine, an EBMM on an autoencoder's codes and the memory-less VAE baseline.
 
 Each is a :class:`MemoryMachine` (encoder, decoder, likelihood, one safetensors checkpoint); those with
 Kanerva memories are :class:`GenerativeMemory`. How observations of any Gymnasium space become their
@@ -7,6 +7,7 @@ inputs is :class:`ObservationEncoding`; how image frames are resized and scaled,
 """
 
 from episodic_memory.models.dkm import DynamicKanervaMachine
+from episodic_memory.models.ebmm import EnergyBasedMemoryMachine
 from episodic_memory.models.km import KanervaMachine
 from episodic_memory.models.kpp import KanervaPlusPlus
 from episodic_memory.models.machine import GenerativeMemory, MemoryMachine, load_machine, read_checkpoint_header
@@ -17,6 +18,7 @@ from episodic_memory.models.vae import VariationalAutoencoder
 
 __all__ = [
     "DynamicKanervaMachine",
+    "EnergyBasedMemoryMachine",
     "GenerativeMemory",
     "InputSpec",
     "KanervaMachine",

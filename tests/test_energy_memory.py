@@ -1,0 +1,263 @@
+"""EBMM (Bartunov et al. 2020): the energy and its gradient in closed form, the write as gradient descent on
+eq. 3, the read as projected descent on the energy, meta-gradients, and recall on a meta-trained memory."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from episodic_memory import EnergyBasedMemoryMachine, OnlineEnergyMemory
+from episodic_memory.energy import Corrupter, EnergyMemory
+
+D, H = 6, 4
+
+
+def small_memory(seed: int = 0, **options) -> EnergyMemory:
+    torch.manual_seed(seed)
+    memory = EnergyMemory(D, H, **options).double()
+    with torch.no_grad():
+        memory.network.initial_bias.normal_()
+        memory.network.log_sharpness.fill_(math.log(1.7))
+        memory.network.log_well.fill_(math.log(0.3))
+        memory.read_step_size.normal_(-1.0, 0.2)
+        memory.write_step_size.normal_(-1.0, 0.2)
+    return memory
+
+
+def closed_form_energy(x, W, b, kappa, lam):
+    """E(x) = −(1/κ) log Σⱼ exp(κ(Wⱼx + bⱼ)) + (λ/2)‖x‖² and ∇ₓE = −Wᵀ softmax(κh) + λx, for one memory."""
+    h = x @ W.T + b  # [N, H]
+    energy = -torch.logsumexp(kappa * h, -1) / kappa + 0.5 * lam * (x * x).sum(-1)
+    gradient = -torch.softmax(kappa * h, -1) @ W + lam * x  # [N, D]
+    return energy, gradient
+
+
+def test_energy_and_its_gradient_match_the_closed_form():
+    memory = small_memory()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 5, D, generator=g, dtype=torch.float64)
+    W = torch.randn(2, H, D, generator=g, dtype=torch.float64)
+    b = torch.randn(2, H, generator=g, dtype=torch.float64)
+    energy = memory.energy(x, (W, b))
+    gradient = memory._energy_gradient(x, (W, b), create_graph=False)
+    for i in range(2):
+        e, grad = closed_form_energy(x[i], W[i], b[i], 1.7, 0.3)
+        torch.testing.assert_close(energy[i], e, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(gradient[i], grad, rtol=1e-12, atol=1e-12)
+
+
+def test_one_write_step_is_gradient_descent_on_the_writing_loss_of_eq_3():
+    """θ⁽¹⁾ = θ̄ − η ∇θ W, with ∇θ W by central differences of W(x, θ) built from the closed-form gradient."""
+    memory = small_memory(write_steps=1)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 3, D, generator=g, dtype=torch.float64)
+    W0, b0 = (t[0].detach().clone() for t in memory.initial(1))
+    alpha, beta = float(memory.gradient_penalty.exp()), float(memory.anchor.exp())
+
+    def writing_loss(W, b):
+        energy, gradient = closed_form_energy(x[0], W, b, 1.7, 0.3)
+        deviation = ((W - W0) ** 2).sum() + ((b - b0) ** 2).sum()
+        return float((energy + alpha * (gradient**2).sum(-1)).mean() + beta * deviation)
+
+    W1, b1 = (t[0] for t in memory.write(x))
+    eta_W, eta_b = (float(v) for v in memory.write_step_size.exp()[0])
+    eps = 1e-6
+    for theta0, theta1, eta, which in ((W0, W1, eta_W, 0), (b0, b1, eta_b, 1)):
+        numeric = torch.zeros_like(theta0)
+        for index in range(theta0.numel()):
+            up, down = theta0.clone().view(-1), theta0.clone().view(-1)
+            up[index] += eps
+            down[index] -= eps
+            args_up = (up.view_as(theta0), b0) if which == 0 else (W0, up.view_as(theta0))
+            args_down = (down.view_as(theta0), b0) if which == 0 else (W0, down.view_as(theta0))
+            numeric.view(-1)[index] = (writing_loss(*args_up) - writing_loss(*args_down)) / (2 * eps)
+        torch.testing.assert_close(theta1, theta0 - eta * numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_the_read_is_projected_nesterov_descent_on_the_energy():
+    memory = small_memory(read_steps=3)
+    g = torch.Generator().manual_seed(3)
+    theta = tuple(t.detach() for t in memory.write(torch.randn(1, 4, D, generator=g, dtype=torch.float64)))
+    query = torch.rand(1, 4, D, generator=g, dtype=torch.float64) * 2 - 1
+    known = torch.rand(1, 4, D, generator=g) < 0.4
+    read, trajectory = memory.read(query, theta, known, return_trajectory=True)
+    gamma, mu = memory.read_step_size.exp().detach(), torch.sigmoid(memory.read_momentum).detach()
+    x, v = query[0], torch.zeros(4, D, dtype=torch.float64)
+    for k in range(3):
+        grad = closed_form_energy(x + mu[k] * v, theta[0][0], theta[1][0], 1.7, 0.3)[1]
+        v = mu[k] * v - gamma[k] * grad
+        x = torch.where(known[0], query[0], (x + v).clamp(-1, 1))
+        torch.testing.assert_close(trajectory[k + 1, 0], x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(read, trajectory[-1])
+    assert torch.equal(read[known], query[known]) and read.abs().max() <= 1
+
+
+def test_meta_gradients_reach_the_initial_weights_and_the_step_sizes():
+    """gradcheck of the meta-loss (eq. 2 through the write of eq. 4) in θ̄ = (W̄, b̄), the read's and the write's step sizes."""
+    memory = small_memory(read_steps=2, write_steps=2)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, D, generator=g, dtype=torch.float64).sign()
+    query = torch.where(torch.rand(2, 3, D, generator=g) < 0.3, -x, x)  # a fixed distortion: gradcheck needs determinism
+    names = ["network.initial_weight", "network.initial_bias", "read_step_size", "write_step_size"]
+    params = dict(memory.named_parameters())
+
+    def loss(*values):
+        overrides = {**params, **dict(zip(names, values, strict=True))}
+        return torch.func.functional_call(memory, overrides, (x, lambda _x: (query, None)), strict=False)
+
+    memory.forward = memory.meta_loss  # functional_call calls forward
+    inputs = tuple(params[name].detach().clone().requires_grad_() for name in names)
+    assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-6)
+
+
+def test_bad_input_is_refused():
+    memory = small_memory()
+    theta = memory.initial(1)
+    with pytest.raises(ValueError, match=r"shape \[B, N, D=6\]"):
+        memory.write(torch.zeros(1, 3, D + 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        memory.read(torch.full((1, 2, D), math.nan, dtype=torch.float64), theta)
+    with pytest.raises(ValueError, match="known must be a bool tensor"):
+        memory.read(torch.zeros(1, 2, D, dtype=torch.float64), theta, torch.ones(1, 2, D))
+    with pytest.raises(ValueError, match="read_steps must be a positive int"):
+        EnergyMemory(D, H, read_steps=0)
+
+
+@pytest.fixture(scope="module")
+def trained() -> EnergyMemory:
+    """A memory meta-trained for 8 random 32-bit patterns with 8 bits corrupted (a few seconds on one core)."""
+    torch.manual_seed(0)
+    memory = EnergyMemory(32, 16, read_steps=5, write_steps=5)
+    optimizer = torch.optim.Adam(memory.parameters(), lr=3e-3)
+    corrupt = Corrupter("entries", 8, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(2)
+    for _ in range(300):
+        x = (2 * torch.randint(0, 2, (16, 8, 32), generator=g) - 1).float()
+        optimizer.zero_grad()
+        memory.meta_loss(x, corrupt).backward()
+        optimizer.step()
+    return memory
+
+
+def test_energies_fall_along_the_read_of_a_trained_memory(trained):
+    g = torch.Generator().manual_seed(5)
+    x = (2 * torch.randint(0, 2, (64, 8, 32), generator=g) - 1).float()
+    query, known = Corrupter("entries", 8, generator=g)(x)
+    _, trajectory = trained.read(query, trained.write(x), known, return_trajectory=True)
+    theta = trained.write(x)
+    energies = torch.stack([trained.energy(step, theta) for step in trajectory])  # [K+1, B, N]
+    assert float((energies[-1] < energies[0]).float().mean()) >= 0.99
+
+
+def test_write_then_read_returns_the_stored_patterns(trained):
+    g = torch.Generator().manual_seed(6)
+    x = (2 * torch.randint(0, 2, (64, 8, 32), generator=g) - 1).float()
+    theta = trained.write(x)
+    query, known = Corrupter("entries", 8, generator=g)(x)
+    wrong = (torch.where(trained.read(query, theta, known) >= 0, 1.0, -1.0) != x).sum(-1).float()
+    wrong_before = (query != x).sum(-1).float()  # about 4 of the 8 random bits
+    assert float(wrong_before.mean()) > 3.5
+    assert float(wrong.mean()) < 0.5 and float((wrong == 0).float().mean()) > 0.8
+    other = (2 * torch.randint(0, 2, (64, 8, 32), generator=g) - 1).float()  # patterns the memories never saw
+    stored_energy, other_energy = trained.energy(x, theta), trained.energy(other, theta)
+    assert float((stored_energy < other_energy).float().mean()) > 0.95  # the energy is a novelty signal
+
+
+def test_corruptions():
+    g = torch.Generator().manual_seed(7)
+    x = (2 * torch.randint(0, 2, (3, 4, 64), generator=g) - 1).float()
+    distorted, known = Corrupter("entries", 10, generator=g)(x)
+    assert torch.equal((~known).sum(-1), torch.full((3, 4), 10)) and torch.equal(distorted[known], x[known])
+    assert set(distorted.unique().tolist()) <= {-1.0, 1.0}
+    frames = torch.rand(2, 3, 3, 8, 8, generator=g)
+    blocked, known = Corrupter("block", 4, low=0.0, high=1.0, fill=0.5, generator=g)(frames)
+    erased = ~known[:, :, 0]  # [B, N, H, W]
+    assert torch.equal(erased.sum((-2, -1)), torch.full((2, 3), 16))
+    rows, cols = erased.any(-1).sum(-1), erased.any(-2).sum(-1)
+    assert torch.equal(rows, torch.full((2, 3), 4)) and torch.equal(cols, torch.full((2, 3), 4))  # one 4 x 4 square
+    assert torch.all(blocked[~known] == 0.5) and torch.equal(blocked[known], frames[known])
+    many = torch.rand(4, 50, 400, generator=g)
+    noisy, none = Corrupter("salt-and-pepper", 0.2, low=0.0, high=1.0, generator=g)(many)
+    changed = noisy != many
+    assert none is None and abs(float(changed.float().mean()) - 0.2) < 0.01
+    assert set(noisy[changed].unique().tolist()) == {0.0, 1.0}
+    noisy, _ = Corrupter("gaussian", 0.1, low=0.0, high=1.0, generator=g)(torch.full_like(many, 0.5))
+    assert abs(float((noisy - 0.5).std()) - 0.1) < 0.005  # 5 s.d. from the centre: hardly ever clipped
+    noisy, _ = Corrupter("gaussian", 1.0, low=0.0, high=1.0, generator=g)(many)
+    assert float(noisy.min()) == 0.0 and float(noisy.max()) == 1.0
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Corrupter("blur", 1)
+    with pytest.raises(ValueError, match="does not fit"):
+        Corrupter("block", 9)(frames)
+
+
+# --------------------------------------------------------------------------------------------
+# The online backend and the machine
+# --------------------------------------------------------------------------------------------
+def test_the_incremental_backend_writes_what_write_online_writes_and_reads_before_writing():
+    memory = small_memory()
+    backend = OnlineEnergyMemory(memory, 2, write="incremental")
+    g = torch.Generator().manual_seed(8)
+    z = torch.randn(2, 5, D, generator=g, dtype=torch.float64)
+    for t in range(5):
+        before = tuple(p.clone() for p in backend.theta)
+        out = backend.step(z[:, t])
+        torch.testing.assert_close(out["novelty"], memory.energy(z[:, t : t + 1], before))
+        torch.testing.assert_close(out["retrieval"], memory.read(z[:, t : t + 1], before)[:, 0])
+        torch.testing.assert_close(out["memory"], before[0])
+    for mine, theirs in zip(backend.theta, memory.write_online(z), strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+    assert backend.state_floats == H * (D + 1)
+
+
+def test_the_rewriting_backend_rewrites_with_the_batch_write_and_resets_one_episode():
+    memory = small_memory()
+    backend = OnlineEnergyMemory(memory, 2, write="rewrite", rewrite_every=3)
+    g = torch.Generator().manual_seed(9)
+    z = torch.randn(2, 4, D, generator=g, dtype=torch.float64)
+    for t in range(3):
+        backend.step(z[:, t])
+    for mine, theirs in zip(backend.theta, memory.write(z[:, :3]), strict=True):  # eq. 4 on the 3 codes, from θ̄
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+    backend.reset(torch.tensor([True, False]))
+    backend.step(z[:, 3])
+    fresh = memory.write(z[:1, 3:4])  # episode 0 starts again at θ̄
+    torch.testing.assert_close(backend.theta[0][0], fresh[0][0], rtol=1e-12, atol=1e-12)
+    continued = memory.write(z[1:, 3:4], start=memory.write(z[1:, :3]))  # episode 1 goes on incrementally
+    torch.testing.assert_close(backend.theta[0][1], continued[0][0], rtol=1e-12, atol=1e-12)
+    assert backend.state_floats == H * (D + 1) + 4 * D  # the kept codes count
+    for _ in range(2):
+        backend.step(z[:, 0])  # episode 0 at 3 codes: rewritten alone from its own codes
+    mask = torch.tensor([[True, True, True, False]])
+    rewritten = memory.write(torch.cat([z[:1, 3:4], z[:1, :1], z[:1, :1], z[:1, :1]], 1), mask=mask)
+    torch.testing.assert_close(backend.theta[0][0], rewritten[0][0], rtol=1e-12, atol=1e-12)
+
+
+def test_a_masked_write_ignores_the_patterns_left_out():
+    memory = small_memory()
+    g = torch.Generator().manual_seed(10)
+    z = torch.randn(1, 4, D, generator=g, dtype=torch.float64)
+    masked = memory.write(torch.cat([z[:, :2], torch.randn(1, 2, D, generator=g, dtype=torch.float64)], 1),
+                          mask=torch.tensor([[True, True, False, False]]))  # fmt: skip
+    for mine, theirs in zip(masked, memory.write(z[:, :2]), strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("write_mode", ["batch", "online"])
+def test_the_machine_writes_its_codes_and_its_objective_reaches_the_coders_and_the_rules(write_mode):
+    torch.manual_seed(0)
+    machine = EnergyBasedMemoryMachine((6, 6, 3), code_size=8, num_slots=4, likelihood="logistic",
+                                       hidden_channels=4, write_mode=write_mode).double()  # fmt: skip
+    x = torch.randint(0, 256, (2, 3, 6, 6, 3), dtype=torch.uint8)
+    z = machine.encode(x)
+    expected = machine.memory.write_online(z) if write_mode == "online" else machine.memory.write(z)
+    for mine, theirs in zip(machine.write(x), expected, strict=True):
+        torch.testing.assert_close(mine, theirs)
+    machine.loss(x)["loss"].backward()
+    named = dict(machine.named_parameters())
+    for name in ("memory.network.initial_weight", "memory.read_step_size", "memory.write_step_size", "memory.anchor"):
+        assert named[name].grad is not None and bool(named[name].grad.abs().sum() > 0), name
+    assert all(p.grad is not None for p in machine.encoder.parameters())
+    assert machine.config["corruption"] == "block" and machine.config["corruption_amount"] == 3
