@@ -105,10 +105,10 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
         "frame_stack": 4,
     },
     "ppo+dkm+framestack": {"algo": "ppo", "memory": "dkm", "policy_input": "both", "frame_stack": 4},  # order beside the memory
-    # The Product Kanerva Machine's and Kanerva++'s memories, as the DKM's two main methods read theirs.
+    # The Product Kanerva Machine's, Kanerva++'s and the EBMM's memories, as the DKM's two main methods read theirs.
     **{
         f"ppo+{name}{suffix}": {"algo": "ppo", "memory": name, "policy_input": "both", **options}
-        for name in ("pkm", "kpp")
+        for name in ("pkm", "kpp", "ebmm")
         for suffix, options in (("", {}), ("-linear+std", {"memory_head": "linear", "standardise_readouts": True}))
     },
     # The classical memories of the machine's codes, read as the best DKM method reads its memory (ppo+dkm-linear+std).

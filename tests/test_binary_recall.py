@@ -65,3 +65,14 @@ def test_trained_rows_are_cached_and_reused(tmp_path) -> None:
     again = json.loads(subprocess.run(run, capture_output=True, text=True, timeout=300, check=True).stdout)
     assert (tmp_path / "km.safetensors").stat().st_mtime_ns == saved  # loaded, not trained again
     assert again == first and all(0 <= bits <= 64 for bits in first["km"].values())  # only the erased bits can be wrong
+
+
+def test_the_ebmm_columns_are_meta_trained_once_each_and_reused(tmp_path) -> None:
+    run = [sys.executable, str(SCRIPT), "--json", "--trials", "2", "--models", "ebmm", "--ebmm-steps", "2"]
+    run += ["--cache", str(tmp_path)]
+    first = json.loads(subprocess.run(run, capture_output=True, text=True, timeout=300, check=True).stdout)
+    saved = {n: (tmp_path / f"ebmm-{n}.safetensors").stat().st_mtime_ns for n in (16, 32, 48, 64, 96)}
+    again = json.loads(subprocess.run(run, capture_output=True, text=True, timeout=300, check=True).stdout)
+    assert {n: (tmp_path / f"ebmm-{n}.safetensors").stat().st_mtime_ns for n in saved} == saved
+    assert again == first and all(0 <= bits <= 64 for bits in first["ebmm"].values())  # the known bits are held
+    assert json.loads((tmp_path / "ebmm-64.json").read_text())["steps"] == 2

@@ -27,12 +27,14 @@ def meta_train(
     lr: float = 3e-3,
     clip: float = 10.0,
     progress: str | None = None,
+    online: bool = False,
 ) -> list[float]:
     """Meta-train ``memory`` in place for ``steps`` steps; returns the meta-loss of every step.
 
     :param sample: draws a batch of pattern sets ``[B, N, D]``.
     :param corrupt: the distortion model of the queries (:class:`~episodic_memory.energy.corruption.Corrupter`).
     :param progress: a progress-bar description; None shows none.
+    :param online: meta-train through the online write (:meth:`EnergyMemory.write_online`) instead of the batch write.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, actual value: {steps!r}")
@@ -42,13 +44,13 @@ def meta_train(
     losses = []
     bar = tqdm(range(steps), desc=progress, disable=progress is None)
     for _ in bar:
-        loss = memory.meta_loss(sample(), corrupt)
+        loss = memory.meta_loss(sample(), corrupt, online=online)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(memory.parameters(), clip)
         optimizer.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.2f}", refresh=False)
     memory.eval()
     return losses

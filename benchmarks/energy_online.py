@@ -1,0 +1,135 @@
+"""EBMM written online, one code per env step, against its batch write: the cost per step and what retrieval loses.
+
+EBMM writes a set at once (eq. 4); the RL backend (:class:`~episodic_memory.backends.OnlineEnergyMemory`)
+must write each code as it comes. On the ``binary_recall`` protocol (random 128-bit ±1 patterns as the
+episode's codes, queries with 64 bits replaced by random bits and the known bits held, memories of
+8,256 numbers), an episode of ``--patterns`` codes is written by:
+
+- ``batch``: the paper's write of the whole set at the end (the reference; not an online memory),
+  by the memory meta-trained for it (``binary_recall``'s column of as many patterns, shared cache);
+- ``incremental (online-trained)``: each code by T = 2 gradient steps from the θ the others left, with a
+  memory meta-trained through that very write (``meta_loss(online=True)``, cached in ``--cache``; T = 2
+  because meta-training backpropagates through all N·T steps of an episode);
+- ``incremental (batch-trained)``: the same with the batch-trained memory's rules (its T = 10);
+- ``rewrite every R``: incremental with the batch-trained rules, and every R codes the batch write of
+  the episode so far (R = ``--rewrite-every``; the episode's length is not a multiple of R, so its last
+  codes are written incrementally).
+
+The step cost is the median wall time of one backend step (read-outs, then the write) for ``--envs``
+memories; the rewrite's is its mean over the episode (a rewrite step costs T gradients over every code
+kept) with the dearest step beside it.
+
+Usage::
+
+    python benchmarks/energy_online.py                  # 32 codes, rewrite every 12, 96 episodes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from binary_recall import BITS, EBMM_WIDTH, corrupted_queries, trained_ebmm
+from safetensors.torch import load_file, save_file
+
+from episodic_memory.backends import OnlineEnergyMemory, binary_patterns
+from episodic_memory.energy import EnergyMemory, meta_train
+
+ONLINE_WRITE_STEPS = 2  # T per code: meta-training backpropagates through N·T second-order steps (3 s a step at T = 5)
+
+
+def online_trained(args: argparse.Namespace) -> EnergyMemory:
+    """The memory meta-trained through the incremental write of ``--patterns`` codes (loaded from ``--cache``)."""
+    settings = {"patterns": args.patterns, "steps": args.train_steps, "seed": args.seed}
+    path, meta = Path(args.cache) / "ebmm-online.safetensors", Path(args.cache) / "ebmm-online.json"
+    memory = EnergyMemory(BITS, EBMM_WIDTH, read_steps=5, write_steps=ONLINE_WRITE_STEPS, write_step_size=0.5)
+    if path.is_file() and meta.is_file() and {k: json.loads(meta.read_text()).get(k) for k in settings} == settings:
+        memory.load_state_dict(load_file(str(path)))
+        return memory.eval()
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    started = time.perf_counter()
+    losses = meta_train(
+        memory,
+        lambda: (2 * torch.randint(0, 2, (16, args.patterns, BITS), generator=generator) - 1).float(),
+        lambda x: corrupted_queries(x, generator, "random"),
+        args.train_steps,
+        progress=f"meta-training the online write on episodes of {args.patterns} codes",
+        online=True,
+    )
+    settings["seconds"] = round(time.perf_counter() - started, 1)
+    settings["final_loss"] = round(statistics.fmean(losses[-50:]), 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in memory.state_dict().items()}, str(path))
+    meta.write_text(json.dumps(settings))
+    return memory
+
+
+def episode_errors(backend: OnlineEnergyMemory, patterns: torch.Tensor, generator: torch.Generator) -> tuple[float, list[float]]:
+    """Write ``patterns [B, N, C]`` step by step through ``backend``; (mean error bits of the corrupted queries read
+    from the final memories, the wall time of every step in µs)."""
+    times = []
+    for n in range(patterns.shape[1]):
+        started = time.perf_counter()
+        backend.step(patterns[:, n], readouts=("retrieval", "novelty"))
+        times.append((time.perf_counter() - started) * 1e6)
+    return recall(backend.memory, backend.theta, patterns, generator), times
+
+
+def recall(memory: EnergyMemory, theta: tuple[torch.Tensor, torch.Tensor], patterns: torch.Tensor, generator) -> float:
+    """Mean error bits of the corrupted ``patterns [B, N, C]`` read (known bits held) from memories ``theta``."""
+    queries, known = corrupted_queries(patterns, generator, "random")
+    retrieved = binary_patterns(memory.read(queries, theta, known))
+    return float((retrieved != patterns).sum(-1).double().mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--patterns", type=int, default=32, help="codes written per episode (a binary_recall column: 16, 32, 48, 64, 96)")
+    parser.add_argument("--rewrite-every", type=int, default=12, help="codes between the rewrites of the rewrite row")
+    parser.add_argument("--episodes", type=int, default=100, help="episodes measured (one memory each)")
+    parser.add_argument("--envs", type=int, default=16, help="memories stepped together, as a VecEnv's")
+    parser.add_argument("--train-steps", type=int, default=400, help="meta-training steps of the online-trained memory")
+    parser.add_argument("--batch-steps", type=int, default=2000, help="meta-training steps of the batch-trained memory")
+    parser.add_argument("--cache", default="runs/energy_online", help="where the online-trained memory is kept")
+    parser.add_argument("--batch-cache", default="runs/binary_recall", help="binary_recall's cache of batch-trained memories")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    batch_args = argparse.Namespace(ebmm_steps=args.batch_steps, seed=args.seed, corruption="random", cache=args.batch_cache, json=False)
+    batch_memory, _ = trained_ebmm(args.patterns, batch_args)
+    online_memory = online_trained(args)
+    rows: dict[str, tuple[float, list[float]]] = {}
+    generator = torch.Generator().manual_seed(args.seed + 99)
+    sets = [(2 * torch.randint(0, 2, (args.envs, args.patterns, BITS), generator=generator) - 1).float()
+            for _ in range(max(1, args.episodes // args.envs))]  # fmt: skip
+    with torch.no_grad():
+        errors = [recall(batch_memory, batch_memory.write(x), x, torch.Generator().manual_seed(i)) for i, x in enumerate(sets)]
+    rows["batch (reference, not online)"] = (statistics.fmean(errors), [])
+    online_rows = {
+        "incremental (online-trained)": lambda: OnlineEnergyMemory(online_memory, args.envs, write="incremental"),
+        "incremental (batch-trained)": lambda: OnlineEnergyMemory(batch_memory, args.envs, write="incremental"),
+        f"rewrite every {args.rewrite_every} (batch-trained)": lambda: OnlineEnergyMemory(
+            batch_memory, args.envs, write="rewrite", rewrite_every=args.rewrite_every
+        ),
+    }
+    for name, build in online_rows.items():
+        results = [episode_errors(build(), x, torch.Generator().manual_seed(i)) for i, x in enumerate(sets)]
+        rows[name] = (statistics.fmean(e for e, _ in results), [t for _, times in results for t in times])
+
+    print(f"EBMM, episodes of {args.patterns} random 128-bit codes, {len(sets) * args.envs} episodes, {args.envs} memories a step")
+    print("(queries: 64 bits random, known bits held; error bits of the final memories' reads, mean)\n")
+    print("| write | error bits | step µs (median) | step µs (mean) | step µs (max) |")
+    print("|---|---|---|---|---|")
+    for name, (error, times) in rows.items():
+        cost = " | ".join(f"{v:,.0f}" for v in (statistics.median(times), statistics.fmean(times), max(times))) if times else "- | - | -"
+        print(f"| {name} | {error:.2f} | {cost} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Distortion against memory size on images: EBMM, the DKM and store-everything (the EBMM paper's Figure 3 protocol).
+
+Bartunov et al. 2020, Fig. 3: batches of 64 images are written to a memory and each is read back
+from a copy with a 16 x 16 block (of 32 x 32 CIFAR images) corrupted; the distortion (reconstruction
+error) is plotted against the memory's size in floats, and EBMM is best when memory is small.
+
+Ours: held-out ``mixed`` episodes of 64 frames of ``--data``, each frame with a random square of
+half its side (maze frames 32 x 32: 16 x 16; digits 8 x 8: 4 x 4) set to ½; the distortion is the
+mean squared error of the read-back frame (the likelihood's mean) against the clean frame, pixels in
+[0, 1], over the whole frame and over the block alone. Every memory works on its machine's codes
+(the paper: "All models shared the same encoder (and decoder)"); the sizes are the numbers one
+memory holds:
+
+- a DKM of K slots of C: ``K C + K (K + 1) / 2`` (R and the symmetric U); its read, one
+  ``mode``-free read of the query (DKM eq. 13, ``model.reconstruct``);
+- an EBMM of H rows: ``H (C + 1)``; its read, eq. 1 from the query's code, decoded;
+- store-everything on a machine's codes: the 64 codes (``64 C``), read by a modern Hopfield network
+  (attention over them, β the best of ``--betas``/√C on these episodes: the baseline tuned up, not down);
+- the machine's autoencoder alone, ``d(e(x̃))`` with no memory (0 numbers), for reference.
+
+Usage::
+
+    python benchmarks/image_distortion.py --data runs/demo/data --out runs/distortion/mazes \\
+        dkm-4=runs/distortion/mazes/dkm-4/model.safetensors ebmm-4=runs/distortion/mazes/ebmm-4/model.safetensors ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from episodic_memory import EnergyBasedMemoryMachine, GenerativeMemory, load_machine
+from episodic_memory.backends import DenseAssociativeMemory
+from episodic_memory.energy import Corrupter
+from episodic_memory.envs.dataset import FrameDataset
+
+
+def memory_floats(model: GenerativeMemory) -> int:
+    """Numbers one memory of ``model`` holds."""
+    C = model.code_size
+    if isinstance(model, EnergyBasedMemoryMachine):
+        return model.memory.state_floats
+    K = model.num_slots
+    return K * C + K * (K + 1) // 2
+
+
+def decoded(model: GenerativeMemory, z: torch.Tensor) -> torch.Tensor:
+    """Codes ``[B, T, C]`` -> the likelihood's mean frames ``[B, T, *input_shape]`` in [0, 1]."""
+    B, T = z.shape[:2]
+    return model._frames_out(model.likelihood.mean(model._decode(z)), B, T)
+
+
+def store_everything(model: GenerativeMemory, x: torch.Tensor, query: torch.Tensor, beta: float) -> torch.Tensor:
+    """The frames read back through a modern Hopfield network of all the episode's codes: ``[B, T, *input_shape]``."""
+    z, zq = model.encode(x), model.encode(query)  # [B, T, C]
+    memory = DenseAssociativeMemory(z.shape[0], model.code_size, beta=beta / model.code_size**0.5, steps=1, dtype=z.dtype)
+    for t in range(z.shape[1]):
+        memory.write(z[:, t])
+    return decoded(model, memory.retrieve(zq))
+
+
+def errors(read: torch.Tensor, clean: torch.Tensor, block: torch.Tensor) -> tuple[float, float]:
+    """(mean squared error over the frames, over the corrupted blocks) of ``read`` against ``clean``, both [0, 1]."""
+    squared = (read - clean) ** 2
+    return float(squared.mean()), float(squared[block].mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+", metavar="NAME=PATH", help="DKM and EBMM checkpoints of one dataset")
+    parser.add_argument("--data", required=True, help="dataset directory (its test split)")
+    parser.add_argument("--out", required=True, help="where results.json and distortion.png go")
+    parser.add_argument("--test-fraction", type=float, default=0.1)
+    parser.add_argument("--batches", type=int, default=8, help="episodes of 64 frames, one memory each")
+    parser.add_argument("--betas", type=float, nargs="+", default=[1.0, 4.0, 16.0], help="store-everything's β, times 1/√C")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    data = FrameDataset(args.data, split="test", test_fraction=args.test_fraction)
+    rng = np.random.default_rng(args.seed)
+    x = torch.as_tensor(data.sample(args.batches, 64, "mixed", rng)).float() / 255.0  # [B, 64, H, W, C] in [0, 1]
+    frames = x.permute(0, 1, 4, 2, 3)  # [B, 64, C, H, W]
+    side = min(frames.shape[-2:]) // 2
+    distorted, known = Corrupter("block", side, low=0.0, high=1.0, fill=0.5, generator=torch.Generator().manual_seed(1))(frames)
+    query, block = distorted.permute(0, 1, 3, 4, 2), ~known.permute(0, 1, 3, 4, 2)  # back to [B, 64, H, W, C]
+
+    rows: list[dict] = []
+    with torch.no_grad():
+        for spec in args.models:
+            name, _, path = spec.partition("=")
+            model = load_machine(path).eval()
+            family = "ebmm" if isinstance(model, EnergyBasedMemoryMachine) else "dkm"
+            read = model.reconstruct(model.write(x), query)
+            rows.append({"name": name, "family": family, "floats": memory_floats(model), **dict(zip(("mse", "block_mse"), errors(read, x, block)))})
+            if isinstance(model, EnergyBasedMemoryMachine):
+                continue  # the baselines below on the DKMs' coders
+            codes_only = decoded(model, model.encode(query))
+            rows.append({"name": f"{name}: autoencoder alone", "family": "autoencoder", "floats": 0,
+                         **dict(zip(("mse", "block_mse"), errors(codes_only, x, block)))})  # fmt: skip
+            best = min((errors(store_everything(model, x, query, beta), x, block), beta) for beta in args.betas)
+            rows.append({"name": f"{name}: store-everything (β {best[1]:g}/√C)", "family": "store-everything",
+                         "floats": 64 * model.code_size, "mse": best[0][0], "block_mse": best[0][1]})  # fmt: skip
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    print(f"distortion of {args.batches} held-out episodes of 64 frames of {args.data}, a {side} x {side} block set to ½\n")
+    print("| memory | numbers held | MSE (frame) | MSE (block) |")
+    print("|---|---|---|---|")
+    for row in sorted(rows, key=lambda r: (r["family"], r["floats"])):
+        print(f"| {row['name']} | {row['floats']:,} | {row['mse']:.4f} | {row['block_mse']:.4f} |")
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    for family, marker in (("dkm", "o"), ("ebmm", "s"), ("store-everything", "^")):
+        points = sorted((r["floats"], r["block_mse"]) for r in rows if r["family"] == family)
+        if points:
+            ax.plot(*zip(*points), marker=marker, label=family)
+    for r in rows:
+        if r["family"] == "autoencoder":
+            ax.axhline(r["block_mse"], color="grey", linestyle=":", label="autoencoder alone (no memory)")
+            break
+    ax.set_xscale("log")
+    ax.set_xlabel("memory size (numbers held)")
+    ax.set_ylabel("distortion: MSE in the corrupted block")
+    ax.set_title(f"{Path(args.data).name}: 64 frames, {side} x {side} block")
+    ax.legend(fontsize="small")
+    fig.savefig(out / "distortion.png", dpi=100)
+    print(f"\nresults.json and distortion.png in {out}")
+
+
+if __name__ == "__main__":
+    main()
