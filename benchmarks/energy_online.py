@@ -11,9 +11,11 @@ episode's codes, queries with 64 bits replaced by random bits and the known bits
   memory meta-trained through that very write (``meta_loss(online=True)``, cached in ``--cache``; T = 2
   because meta-training backpropagates through all N·T steps of an episode);
 - ``incremental (batch-trained)``: the same with the batch-trained memory's rules (its T = 10);
-- ``rewrite every R``: incremental with the batch-trained rules, and every R codes the batch write of
-  the episode so far (R = ``--rewrite-every``; the episode's length is not a multiple of R, so its last
-  codes are written incrementally).
+- ``rewrite every R``: every R codes the batch write of the episode so far, with the batch-trained
+  rules (R in ``--rewrite-every``); codes since the last rewrite wait, so where R does not divide the
+  episode's length its last codes are not in the memory at the end;
+- for scale, the ``dkm`` backend's step on codes of the same size (an untrained DKM of 64 slots: the
+  cost does not depend on the weights).
 
 The step cost is the median wall time of one backend step (read-outs, then the write) for ``--envs``
 memories; the rewrite's is its mean over the episode (a rewrite step costs T gradients over every code
@@ -21,7 +23,7 @@ kept) with the dearest step beside it.
 
 Usage::
 
-    python benchmarks/energy_online.py                  # 32 codes, rewrite every 12, 96 episodes
+    python benchmarks/energy_online.py                  # 32 codes, rewrites every 1, 4 and 12 codes, 96 episodes
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ import torch
 from binary_recall import BITS, EBMM_WIDTH, corrupted_queries, trained_ebmm
 from safetensors.torch import load_file, save_file
 
+from episodic_memory import DynamicKanervaMachine
 from episodic_memory.backends import OnlineEnergyMemory, binary_patterns
 from episodic_memory.energy import EnergyMemory, meta_train
+from episodic_memory.registry import BACKENDS
 
 ONLINE_WRITE_STEPS = 2  # T per code: meta-training backpropagates through N·T second-order steps (3 s a step at T = 5)
 
@@ -90,7 +94,7 @@ def recall(memory: EnergyMemory, theta: tuple[torch.Tensor, torch.Tensor], patte
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patterns", type=int, default=32, help="codes written per episode (a binary_recall column: 16, 32, 48, 64, 96)")
-    parser.add_argument("--rewrite-every", type=int, default=12, help="codes between the rewrites of the rewrite row")
+    parser.add_argument("--rewrite-every", type=int, nargs="+", default=[1, 4, 12], help="codes between rewrites, one row each")
     parser.add_argument("--episodes", type=int, default=100, help="episodes measured (one memory each)")
     parser.add_argument("--envs", type=int, default=16, help="memories stepped together, as a VecEnv's")
     parser.add_argument("--train-steps", type=int, default=400, help="meta-training steps of the online-trained memory")
@@ -114,13 +118,28 @@ def main() -> None:
     online_rows = {
         "incremental (online-trained)": lambda: OnlineEnergyMemory(online_memory, args.envs, write="incremental"),
         "incremental (batch-trained)": lambda: OnlineEnergyMemory(batch_memory, args.envs, write="incremental"),
-        f"rewrite every {args.rewrite_every} (batch-trained)": lambda: OnlineEnergyMemory(
-            batch_memory, args.envs, write="rewrite", rewrite_every=args.rewrite_every
-        ),
+        **{
+            f"rewrite every {every} (batch-trained)": lambda every=every: OnlineEnergyMemory(
+                batch_memory, args.envs, write="rewrite", rewrite_every=every
+            )
+            for every in args.rewrite_every
+        },
     }
     for name, build in online_rows.items():
         results = [episode_errors(build(), x, torch.Generator().manual_seed(i)) for i, x in enumerate(sets)]
         rows[name] = (statistics.fmean(e for e, _ in results), [t for _, times in results for t in times])
+
+    dkm = DynamicKanervaMachine((BITS,), code_size=BITS, num_slots=EBMM_WIDTH).eval()
+    backend = BACKENDS["dkm"].build(dkm, args.envs, 5)
+    times = []
+    with torch.no_grad():
+        for x in sets:
+            backend.reset()
+            for n in range(args.patterns):
+                started = time.perf_counter()
+                backend.step(x[:, n], readouts=("retrieval", "novelty"))
+                times.append((time.perf_counter() - started) * 1e6)
+    rows["for scale: the dkm backend, K = 64 (no recall: see binary_recall)"] = (float("nan"), times)
 
     print(f"EBMM, episodes of {args.patterns} random 128-bit codes, {len(sets) * args.envs} episodes, {args.envs} memories a step")
     print("(queries: 64 bits random, known bits held; error bits of the final memories' reads, mean)\n")
@@ -128,7 +147,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, (error, times) in rows.items():
         cost = " | ".join(f"{v:,.0f}" for v in (statistics.median(times), statistics.fmean(times), max(times))) if times else "- | - | -"
-        print(f"| {name} | {error:.2f} | {cost} |")
+        print(f"| {name} | {'-' if error != error else f'{error:.2f}'} | {cost} |")
 
 
 if __name__ == "__main__":

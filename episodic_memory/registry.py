@@ -117,14 +117,14 @@ BACKENDS: dict[str, BackendKind] = {
         machine=ProductKanervaMachine,
     ),
     "ebmm": BackendKind(
-        "the EBMM's writable layer, each code written by T gradient steps on its writing loss (EBMM eq. 3-4)",
-        lambda m, B, steps: OnlineEnergyMemory(m.memory, B, write="incremental"),
+        "the EBMM's writable layer, rewritten from θ̄ every step with the batch write (EBMM eq. 4) of the episode's codes",
+        lambda m, B, steps: OnlineEnergyMemory(m.memory, B, write="rewrite", rewrite_every=1),
         readouts=WITH_ROWS,
         machine=EnergyBasedMemoryMachine,
     ),
-    "ebmm-rewrite": BackendKind(
-        "the EBMM's writable layer, written online and rewritten from θ̄ with all the episode's codes every 16 codes",
-        lambda m, B, steps: OnlineEnergyMemory(m.memory, B, write="rewrite", rewrite_every=16),
+    "ebmm-incremental": BackendKind(
+        "the EBMM's writable layer, each code written alone by T gradient steps on its writing loss (EBMM eq. 3)",
+        lambda m, B, steps: OnlineEnergyMemory(m.memory, B, write="incremental"),
         readouts=WITH_ROWS,
         machine=EnergyBasedMemoryMachine,
     ),

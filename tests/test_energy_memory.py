@@ -217,22 +217,22 @@ def test_the_rewriting_backend_rewrites_with_the_batch_write_and_resets_one_epis
     backend = OnlineEnergyMemory(memory, 2, write="rewrite", rewrite_every=3)
     g = torch.Generator().manual_seed(9)
     z = torch.randn(2, 4, D, generator=g, dtype=torch.float64)
-    for t in range(3):
+    for t in range(2):
         backend.step(z[:, t])
+    for mine, theirs in zip(backend.theta, memory.initial(2), strict=True):  # the codes wait for the rewrite
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+    backend.step(z[:, 2])
     for mine, theirs in zip(backend.theta, memory.write(z[:, :3]), strict=True):  # eq. 4 on the 3 codes, from θ̄
         torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
     backend.reset(torch.tensor([True, False]))
-    backend.step(z[:, 3])
-    fresh = memory.write(z[:1, 3:4])  # episode 0 starts again at θ̄
-    torch.testing.assert_close(backend.theta[0][0], fresh[0][0], rtol=1e-12, atol=1e-12)
-    continued = memory.write(z[1:, 3:4], start=memory.write(z[1:, :3]))  # episode 1 goes on incrementally
-    torch.testing.assert_close(backend.theta[0][1], continued[0][0], rtol=1e-12, atol=1e-12)
-    assert backend.state_floats == H * (D + 1) + 4 * D  # the kept codes count
-    for _ in range(2):
-        backend.step(z[:, 0])  # episode 0 at 3 codes: rewritten alone from its own codes
-    mask = torch.tensor([[True, True, True, False]])
-    rewritten = memory.write(torch.cat([z[:1, 3:4], z[:1, :1], z[:1, :1], z[:1, :1]], 1), mask=mask)
-    torch.testing.assert_close(backend.theta[0][0], rewritten[0][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(backend.theta[0][0], memory.initial(1)[0][0], rtol=0, atol=0)  # episode 0 starts again
+    assert backend.state_floats == H * (D + 1) + 3 * D  # the codes episode 1 keeps count
+    for _ in range(3):
+        backend.step(z[:, 3])  # episode 0 reaches 3 codes: rewritten from its own codes alone
+    torch.testing.assert_close(backend.theta[0][0], memory.write(z[:1, 3:4].expand(1, 3, D))[0][0], rtol=1e-12, atol=1e-12)
+    mask = torch.tensor([[True] * 6])
+    episode_1 = torch.cat([z[1:, :3], z[1:, 3:4].expand(1, 3, D)], 1)  # its 6 codes: rewritten at 6
+    torch.testing.assert_close(backend.theta[0][1], memory.write(episode_1, mask=mask)[0][0], rtol=1e-12, atol=1e-12)
 
 
 def test_a_masked_write_ignores_the_patterns_left_out():
