@@ -162,6 +162,20 @@ class EnergyRecall:
         return binary_patterns(retrieved).to(queries.dtype)
 
 
+def shared_rows(memory: EnergyMemory, patterns: torch.Tensor, errors: torch.Tensor) -> tuple[float, float, float]:
+    """Where an EBMM's errors come from: (fraction of queries read with an error, fraction of those whose pattern
+    shares its best-answering row of W with another pattern of its set, the same fraction among the correct ones).
+
+    :param patterns: the written sets ``[B, N, C]``; :param errors: error bits of their queries ``[B, N]``.
+    """
+    W, b = memory.write(patterns.float())
+    own = (torch.einsum("bhd,bnd->bnh", W, patterns.float()) + b[:, None]).argmax(-1)  # [B, N]: each pattern's row
+    shared = (own[:, :, None] == own[:, None, :]).sum(-1) > 1  # [B, N]
+    failed = errors > 0
+    fraction = lambda mask: float(shared[mask].float().mean()) if bool(mask.any()) else float("nan")  # noqa: E731
+    return float(failed.float().mean()), fraction(failed), fraction(~failed)
+
+
 def trained_ebmm(count: int, args: argparse.Namespace) -> tuple[EnergyMemory, dict]:
     """The ``ebmm`` memory of the column of ``count`` patterns, loaded from ``--cache`` or meta-trained and saved;
     with its settings (meta-training steps and seconds)."""
@@ -260,6 +274,7 @@ def main() -> None:
 
     results: dict[str, dict[str, float]] = {}
     spread: dict[str, dict[str, float]] = {}
+    collisions: dict[int, tuple[float, float, float]] = {}
     floats: dict[str, int] = {}
     started = time.perf_counter()
     for name, factory in models(args).items():
@@ -269,6 +284,8 @@ def main() -> None:
             bits = torch.randint(0, 2, (args.trials, count, BITS), generator=generator)
             patterns = (2 * bits - 1).to(torch.float64)  # [trials, N, C]
             errors, held = recall_errors(factory, patterns, generator, args.corruption)
+            if name == "ebmm":
+                collisions[count] = shared_rows(factory(args.trials, count).memory, patterns, errors)
             per_trial = errors.mean(-1)  # [trials]
             results[name][str(count)] = round(float(per_trial.mean()), 2)
             spread[name][str(count)] = float(per_trial.std() / args.trials**0.5) if args.trials > 1 else 0.0
@@ -294,6 +311,9 @@ def main() -> None:
         print("\nebmm meta-training, per column: " + ", ".join(
             f"{n}: {training[n]['steps']} steps in {training[n].get('seconds', '?')} s" for n in PATTERN_COUNTS
         ))
+        print("ebmm queries read with an error; of those, and of the others, the share whose pattern shares its row of W:")
+        for n, (failed, among_failed, among_right) in collisions.items():
+            print(f"  {n} patterns: {failed:.1%} with an error; row shared: {among_failed:.1%} of them, {among_right:.1%} of the others")
 
 
 if __name__ == "__main__":
