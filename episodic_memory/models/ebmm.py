@@ -7,10 +7,14 @@ The paper's models share one encoder and decoder across memories ("All models sh
 encoder (and decoder, when applicable) network", §4); this machine is that arrangement with the
 DKM's coders, so that an EBMM and a DKM of the same code size compare on their memories:
 
-- **Write** an episode: its codes ``z = e(x)`` written into θ by eq. 4 (``write_mode="batch"``, from θ̄)
-  or one code at a time (``"online"``, :meth:`EnergyMemory.write_online`, what the RL backend does).
-- **Read** a query frame: the code of the frame, ``e(x̃)``, read by eq. 1 (K Nesterov steps on
-  ``E(·; θ)``; codes are not projected), then decoded.
+- **Codes** in the box ``[−1, 1]^C``: ``z = e(x)`` ends in a tanh, and reads are projected onto the box (as on
+  ±1 patterns). Our choice: with unbounded codes the read descended towards ``Wᵀ softmax / λ``, which
+  grew with the written rows (on the digits, codes of norm 4·10⁴ after 1,000 training steps, and reads
+  worse than the autoencoder's own codes).
+- **Write** an episode: its codes written into θ by eq. 4 (``write_mode="batch"``, from θ̄)
+  or one code at a time (``"online"``, :meth:`EnergyMemory.write_online`, what ``ebmm-incremental`` does).
+- **Read** a query frame: the code of the frame read by eq. 1 (K projected Nesterov steps on
+  ``E(·; θ)``), then decoded.
 - **Objective** (eq. 2, 5, with the reconstruction error measured as the likelihood of the clean frame,
   our choice): ``−ln p(x | d(read(e(x̃); write(e(X)))))`` for frames distorted by the machine's
   corruption model (:class:`~episodic_memory.energy.corruption.Corrupter`: ``block`` erasure by
@@ -110,7 +114,7 @@ class EnergyBasedMemoryMachine(ContentAddressedMemory):
             "observation_encoding": observation_encoding,
         }
         self._set_observation_encoding(observation_encoding)
-        self.memory = EnergyMemory(code_size, num_slots, read_steps=read_steps, write_steps=write_steps, bounds=None)
+        self.memory = EnergyMemory(code_size, num_slots, read_steps=read_steps, write_steps=write_steps, bounds=(-1.0, 1.0))
         self.likelihood = make_likelihood(likelihood)
         self.encoder, self.decoder = build_coders(self.input_spec, code_size, code_size, hidden_channels, hidden_size)
 
@@ -122,6 +126,10 @@ class EnergyBasedMemoryMachine(ContentAddressedMemory):
     # ----------------------------------------------------------------------------------------
     # Memory
     # ----------------------------------------------------------------------------------------
+    def _encode_frames(self, frames: torch.Tensor, B: int, T: int) -> torch.Tensor:
+        """Model frames ``[B*T, *model_shape]`` -> codes ``tanh(e(x))`` ``[B, T, C]`` in the memory's box."""
+        return torch.tanh(super()._encode_frames(frames, B, T))
+
     def _write_codes(self, z: torch.Tensor, create_graph: bool = False) -> WritableParameters:
         if self.config["write_mode"] == "online":
             return self.memory.write_online(z, create_graph=create_graph)
