@@ -7,10 +7,12 @@ The paper's models share one encoder and decoder across memories ("All models sh
 encoder (and decoder, when applicable) network", §4); this machine is that arrangement with the
 DKM's coders, so that an EBMM and a DKM of the same code size compare on their memories:
 
-- **Codes** in the box ``[−1, 1]^C``: ``z = e(x)`` ends in a tanh, and reads are projected onto the box (as on
-  ±1 patterns). Our choice: with unbounded codes the read descended towards ``Wᵀ softmax / λ``, which
-  grew with the written rows (on the digits, codes of norm 4·10⁴ after 1,000 training steps, and reads
-  worse than the autoencoder's own codes).
+- **Codes** in the box ``[−1, 1]^C``: ``z = e(x)`` ends in a layer norm and a tanh, and reads are
+  projected onto the box (as on ±1 patterns). Our choices: with unbounded codes the read descended
+  towards ``Wᵀ softmax / λ``, which grew with the written rows (on the digits, codes of norm 4·10⁴ after
+  1,000 training steps); with a tanh alone the encoder saturated it, so that a frame and its distorted
+  copy had the same ±1 code and the memory had nothing to do (a read error of 10⁻¹³). The layer norm
+  (``normalise_codes``, on by default here) keeps the tanh's input at unit variance.
 - **Write** an episode: its codes written into θ by eq. 4 (``write_mode="batch"``, from θ̄)
   or one code at a time (``"online"``, :meth:`EnergyMemory.write_online`, what ``ebmm-incremental`` does).
 - **Read** a query frame: the code of the frame read by eq. 1 (K projected Nesterov steps on
@@ -47,8 +49,9 @@ WriteMode = Literal["batch", "online"]
 class EnergyBasedMemoryMachine(ContentAddressedMemory):
     """An autoencoder whose episodes are stored in an EBMM's writable layer (module docstring).
 
-    :param input_shape, likelihood, channel_order, resize, hidden_channels, hidden_size, normalise_codes,
-        observation_encoding: as for :class:`~episodic_memory.models.dkm.DynamicKanervaMachine`.
+    :param input_shape, likelihood, channel_order, resize, hidden_channels, hidden_size, observation_encoding: as
+        for :class:`~episodic_memory.models.dkm.DynamicKanervaMachine`.
+    :param normalise_codes: layer-normalise the encoder's output before the codes' tanh (module docstring).
     :param code_size: C, the codes' size and the energy network's input.
     :param num_slots: H, the rows of the writable layer (a memory holds ``H (C + 1)`` numbers).
     :param read_steps: K of eq. 1.
@@ -78,7 +81,7 @@ class EnergyBasedMemoryMachine(ContentAddressedMemory):
         resize: ResizeMode = "area",
         hidden_channels: int = 32,
         hidden_size: int = 256,
-        normalise_codes: bool = False,
+        normalise_codes: bool = True,
         observation_encoding: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
