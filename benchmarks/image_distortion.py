@@ -14,9 +14,12 @@ memory holds:
 - a DKM of K slots of C: ``K C + K (K + 1) / 2`` (R and the symmetric U); its read, one
   ``mode``-free read of the query (DKM eq. 13, ``model.reconstruct``);
 - an EBMM of H rows: ``H (C + 1)``; its read, eq. 1 from the query's code, decoded;
-- store-everything on a machine's codes: the 64 codes (``64 C``), read by a modern Hopfield network
+- store-everything on each machine's codes: the 64 codes (``64 C``), read by a modern Hopfield network
   (attention over them, β the best of ``--betas``/√C on these episodes: the baseline tuned up, not down);
-- the machine's autoencoder alone, ``d(e(x̃))`` with no memory (0 numbers), for reference.
+- two controls for each machine: its autoencoder alone, ``d(e(x̃))`` with no memory (0 numbers), and its
+  read through the memory of *another* episode of the batch: what the machine does without the episode.
+  The EBMM machine trains its coders on distorted frames and the DKM does not, so the difference between
+  a machine's own memory and these controls, not the rows across machines, is what its memory adds.
 
 Usage::
 
@@ -33,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from episodic_memory import EnergyBasedMemoryMachine, GenerativeMemory, load_machine
 from episodic_memory.backends import DenseAssociativeMemory
@@ -77,7 +81,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="where results.json and distortion.png go")
     parser.add_argument("--test-fraction", type=float, default=0.1)
     parser.add_argument("--batches", type=int, default=8, help="episodes of 64 frames, one memory each")
-    parser.add_argument("--betas", type=float, nargs="+", default=[1.0, 4.0, 16.0], help="store-everything's β, times 1/√C")
+    parser.add_argument("--betas", type=float, nargs="+", default=[0.25, 1.0, 4.0, 16.0, 64.0], help="store-everything's β, times 1/√C")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -91,21 +95,22 @@ def main() -> None:
     query, block = distorted.permute(0, 1, 3, 4, 2), ~known.permute(0, 1, 3, 4, 2)  # back to [B, 64, H, W, C]
 
     rows: list[dict] = []
+
+    def add(name: str, family: str, floats: int, read: torch.Tensor) -> None:
+        rows.append({"name": name, "family": family, "floats": floats, **dict(zip(("mse", "block_mse"), errors(read, x, block)))})
+
     with torch.no_grad():
         for spec in args.models:
             name, _, path = spec.partition("=")
             model = load_machine(path).eval()
             family = "ebmm" if isinstance(model, EnergyBasedMemoryMachine) else "dkm"
-            read = model.reconstruct(model.write(x), query)
-            rows.append({"name": name, "family": family, "floats": memory_floats(model), **dict(zip(("mse", "block_mse"), errors(read, x, block)))})
-            if isinstance(model, EnergyBasedMemoryMachine):
-                continue  # the baselines below on the DKMs' coders
-            codes_only = decoded(model, model.encode(query))
-            rows.append({"name": f"{name}: autoencoder alone", "family": "autoencoder", "floats": 0,
-                         **dict(zip(("mse", "block_mse"), errors(codes_only, x, block)))})  # fmt: skip
-            best = min((errors(store_everything(model, x, query, beta), x, block), beta) for beta in args.betas)
-            rows.append({"name": f"{name}: store-everything (β {best[1]:g}/√C)", "family": "store-everything",
-                         "floats": 64 * model.code_size, "mse": best[0][0], "block_mse": best[0][1]})  # fmt: skip
+            add(name, family, memory_floats(model), model.reconstruct(model.write(x), query))
+            other = model.reconstruct(model.write(x.roll(1, 0)), query)  # episode b read through b-1's memory
+            add(f"{name}: another episode's memory", f"{family}, another episode's memory", memory_floats(model), other)
+            add(f"{name}: autoencoder alone", f"{family}: autoencoder alone", 0, decoded(model, model.encode(query)))
+            (error, beta) = min((errors(store_everything(model, x, query, b), x, block), b) for b in args.betas)
+            rows.append({"name": f"{name}: store-everything (β {beta:g}/√C)", "family": f"{family}: store-everything",
+                         "floats": 64 * model.code_size, "mse": error[0], "block_mse": error[1]})  # fmt: skip
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,18 +122,19 @@ def main() -> None:
         print(f"| {row['name']} | {row['floats']:,} | {row['mse']:.4f} | {row['block_mse']:.4f} |")
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
-    for family, marker in (("dkm", "o"), ("ebmm", "s"), ("store-everything", "^")):
-        points = sorted((r["floats"], r["block_mse"]) for r in rows if r["family"] == family)
-        if points:
-            ax.plot(*zip(*points), marker=marker, label=family)
-    for r in rows:
-        if r["family"] == "autoencoder":
-            ax.axhline(r["block_mse"], color="grey", linestyle=":", label="autoencoder alone (no memory)")
-            break
+    for family, color in (("dkm", "tab:blue"), ("ebmm", "tab:orange")):
+        for suffix, style in (("", "-"), (", another episode's memory", "--")):
+            points = sorted((r["floats"], r["block_mse"]) for r in rows if r["family"] == family + suffix)
+            if points:
+                ax.plot(*zip(*points), marker="o", linestyle=style, color=color, label=family + suffix)
+        points = [(r["floats"], r["block_mse"]) for r in rows if r["family"] == f"{family}: store-everything"]
+        if points:  # one point per machine's coders, all at 64 C numbers
+            ax.plot(*zip(*points), marker="^", linestyle="none", color=color, label=f"store-everything, {family} coders")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("memory size (numbers held)")
     ax.set_ylabel("distortion: MSE in the corrupted block")
-    ax.set_title(f"{Path(args.data).name}: 64 frames, {side} x {side} block")
+    ax.set_title(f"{args.data}: 64 frames, {side} x {side} block")
     ax.legend(fontsize="small")
     fig.savefig(out / "distortion.png", dpi=100)
     print(f"\nresults.json and distortion.png in {out}")
