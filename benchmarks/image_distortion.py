@@ -132,8 +132,9 @@ def main() -> None:
             ax.plot(*zip(*points), marker="^", linestyle="none", color=color, label=f"store-everything, {family} coders")
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_yscale("log")  # the machines differ by an order of magnitude
     ax.set_xlabel("memory size (numbers held)")
-    ax.set_ylabel("distortion: MSE in the corrupted block")
+    ax.set_ylabel("distortion: MSE in the corrupted block (log)")
     ax.set_title(f"{args.data}: 64 frames, {side} x {side} block")
     ax.legend(fontsize="small")
     fig.savefig(out / "distortion.png", dpi=100)
