@@ -76,17 +76,18 @@ def logged_losses(out: Path) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in records}
 
 
-@pytest.mark.parametrize("model", ["dkm", "km", "kpp", "pkm", "vae"])
+@pytest.mark.parametrize("model", ["dkm", "ebmm", "km", "kpp", "pkm", "vae"])
 def test_training_runs_and_saves_a_loadable_model(dataset, tmp_path, model):
     summary = pretrain(tiny(dataset, tmp_path, model=model), progress=False)
     assert summary["step"] == 4 and not summary["interrupted"]
     loaded = MemoryMachine.load(tmp_path / "model.safetensors")
-    kinds = {"dkm": "DynamicKanervaMachine", "km": "KanervaMachine", "kpp": "KanervaPlusPlus", "pkm": "ProductKanervaMachine"}
+    kinds = {"dkm": "DynamicKanervaMachine", "ebmm": "EnergyBasedMemoryMachine", "km": "KanervaMachine", "kpp": "KanervaPlusPlus"}
+    kinds["pkm"] = "ProductKanervaMachine"
     assert loaded.kind == kinds.get(model, "VariationalAutoencoder")
     assert all(np.isfinite(v) for v in logged_losses(tmp_path).values())
 
 
-@pytest.mark.parametrize("model", ["dkm", "pkm", "kpp"])
+@pytest.mark.parametrize("model", ["dkm", "pkm", "kpp", "ebmm"])
 def test_resume_repeats_the_uninterrupted_losses(dataset, tmp_path, model):
     pretrain(tiny(dataset, tmp_path / "full", steps=6, model=model), progress=False)
     pretrain(tiny(dataset, tmp_path / "parts", steps=3, checkpoint_every=100, model=model), progress=False)
@@ -127,7 +128,7 @@ def test_sigint_saves_a_checkpoint_and_the_run_resumes(dataset, tmp_path):
     assert summary["step"] == stopped_at + 2
 
 
-@pytest.mark.parametrize("model", ["dkm", "pkm", "kpp"])
+@pytest.mark.parametrize("model", ["dkm", "pkm", "kpp", "ebmm"])
 def test_torchrun_ddp_averages_gradients_across_two_processes(dataset, tmp_path, model):
     out = tmp_path / "ddp"
     config = tiny(dataset, out, steps=1, grad_clip=0.0, model=model)
