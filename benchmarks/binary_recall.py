@@ -54,7 +54,7 @@ from tqdm import tqdm
 
 from episodic_memory import DynamicKanervaMachine, GenerativeMemory, KanervaMachine, load_machine
 from episodic_memory.backends import DenseAssociativeMemory, HopfieldMemory, SparseDistributedMemory, binary_patterns
-from episodic_memory.energy import EnergyMemory, meta_train
+from episodic_memory.energy import Corrupter, EnergyMemory, meta_train
 
 BITS = 128
 CORRUPTED = 64
@@ -83,14 +83,8 @@ def corrupted_queries(
     """
     if corruption not in CORRUPTIONS:
         raise ValueError(f"corruption must be one of {list(CORRUPTIONS)}, actual value: {corruption!r}")
-    B, N, C = patterns.shape
-    order = torch.rand(B, N, C, generator=generator).argsort(-1)  # a random permutation of the bits per pattern
-    known = order >= CORRUPTED  # [B, N, C]
-    if corruption == "erased":
-        fill = torch.zeros_like(patterns)
-    else:
-        fill = (2 * torch.randint(0, 2, (B, N, C), generator=generator) - 1).to(patterns.dtype)
-    return torch.where(known, patterns, fill), known
+    queries, known = Corrupter("entries", CORRUPTED, generator=generator)(patterns)
+    return (torch.where(known, patterns, 0.0) if corruption == "erased" else queries), known
 
 
 TRAINED = {"dkm": DynamicKanervaMachine, "km": KanervaMachine}
@@ -162,13 +156,13 @@ class EnergyRecall:
         return binary_patterns(retrieved).to(queries.dtype)
 
 
-def shared_rows(memory: EnergyMemory, patterns: torch.Tensor, errors: torch.Tensor) -> tuple[float, float, float]:
+def shared_rows(recall: EnergyRecall, patterns: torch.Tensor, errors: torch.Tensor) -> tuple[float, float, float]:
     """Where an EBMM's errors come from: (fraction of queries read with an error, fraction of those whose pattern
     shares its best-answering row of W with another pattern of its set, the same fraction among the correct ones).
 
-    :param patterns: the written sets ``[B, N, C]``; :param errors: error bits of their queries ``[B, N]``.
+    :param recall: the memories ``patterns [B, N, C]`` were written into; :param errors: error bits of their queries ``[B, N]``.
     """
-    W, b = memory.write(patterns.float())
+    W, b = recall.theta
     own = (torch.einsum("bhd,bnd->bnh", W, patterns.float()) + b[:, None]).argmax(-1)  # [B, N]: each pattern's row
     shared = (own[:, :, None] == own[:, None, :]).sum(-1) > 1  # [B, N]
     failed = errors > 0
@@ -176,38 +170,50 @@ def shared_rows(memory: EnergyMemory, patterns: torch.Tensor, errors: torch.Tens
     return float(failed.float().mean()), fraction(failed), fraction(~failed)
 
 
-def trained_ebmm(count: int, args: argparse.Namespace) -> tuple[EnergyMemory, dict]:
-    """The ``ebmm`` memory of the column of ``count`` patterns, loaded from ``--cache`` or meta-trained and saved;
-    with its settings (meta-training steps and seconds)."""
-    settings = {"model": "ebmm", "patterns": count, "steps": args.ebmm_steps, "seed": args.seed, "corruption": args.corruption}
-    path, meta = Path(args.cache) / f"ebmm-{count}.safetensors", Path(args.cache) / f"ebmm-{count}.json"
-    memory = EnergyMemory(BITS, EBMM_WIDTH, read_steps=5, write_steps=10, write_step_size=2.0)
+def cached_energy_memory(
+    memory: EnergyMemory, cache: str, name: str, settings: dict, train: Callable[[EnergyMemory], None]
+) -> tuple[EnergyMemory, dict]:
+    """``memory`` loaded from ``cache/name.safetensors`` if its ``name.json`` was saved with ``settings``; else
+    ``train(memory)`` run, timed and saved with them. Returns the memory (in eval mode) and its saved settings."""
+    path, meta = Path(cache) / f"{name}.safetensors", Path(cache) / f"{name}.json"
     if path.is_file() and meta.is_file():
         saved = json.loads(meta.read_text())
         if {k: saved.get(k) for k in settings} == settings:
             memory.load_state_dict(load_file(str(path)))
             return memory.eval(), saved
-    torch.manual_seed(args.seed)
-    generator = torch.Generator().manual_seed(args.seed + count)
     started = time.perf_counter()
-    meta_train(
-        memory,
-        lambda: (2 * torch.randint(0, 2, (16, count, BITS), generator=generator) - 1).float(),
-        lambda x: corrupted_queries(x, generator, args.corruption),
-        args.ebmm_steps,
-        progress=None if args.json else f"meta-training the ebmm on sets of {count} patterns",
-    )
-    settings["seconds"] = round(time.perf_counter() - started, 1)
+    train(memory)
+    saved = {**settings, "seconds": round(time.perf_counter() - started, 1)}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in memory.state_dict().items()}, str(path))
-    meta.write_text(json.dumps(settings))
-    return memory, settings
+    meta.write_text(json.dumps(saved))
+    return memory.eval(), saved
+
+
+def trained_ebmm(count: int, args: argparse.Namespace) -> tuple[EnergyMemory, dict]:
+    """The ``ebmm`` memory of the column of ``count`` patterns, loaded from ``--cache`` or meta-trained and saved;
+    with its settings (meta-training steps and seconds)."""
+    settings = {"model": "ebmm", "patterns": count, "steps": args.ebmm_steps, "seed": args.seed, "corruption": args.corruption}
+
+    def train(memory: EnergyMemory) -> None:
+        torch.manual_seed(args.seed)
+        generator = torch.Generator().manual_seed(args.seed + count)
+        meta_train(
+            memory,
+            lambda: (2 * torch.randint(0, 2, (16, count, BITS), generator=generator) - 1).float(),
+            lambda x: corrupted_queries(x, generator, args.corruption),
+            args.ebmm_steps,
+            progress=None if args.json else f"meta-training the ebmm on sets of {count} patterns",
+        )
+
+    memory = EnergyMemory(BITS, EBMM_WIDTH, read_steps=5, write_steps=10, write_step_size=2.0)
+    return cached_energy_memory(memory, args.cache, f"ebmm-{count}", settings, train)
 
 
 def recall_errors(
     memory_factory: Callable[[int, int], object], patterns: torch.Tensor, generator: torch.Generator, corruption: str
-) -> tuple[torch.Tensor, int]:
-    """Write ``patterns [B, N, C]`` into B fresh memories, query each corrupted; (error bits [B, N], numbers held)."""
+) -> tuple[torch.Tensor, object]:
+    """Write ``patterns [B, N, C]`` into B fresh memories, query each corrupted; (error bits [B, N], the memories)."""
     B, N, _ = patterns.shape
     memory = memory_factory(B, N)
     if isinstance(memory, (TrainedRecall, EnergyRecall)):
@@ -220,7 +226,7 @@ def recall_errors(
         retrieved = binary_patterns(torch.where(known, queries, memory.retrieve(queries)))
     else:
         retrieved = memory.retrieve(queries, known)
-    return (retrieved != patterns).sum(-1).to(torch.float64), memory.state_floats
+    return (retrieved != patterns).sum(-1).to(torch.float64), memory
 
 
 def models(args: argparse.Namespace) -> dict[str, Callable[[int, int], object]]:
@@ -258,7 +264,7 @@ def main() -> None:
     parser.add_argument("--ebmm-steps", type=int, default=2000, help="meta-training steps of each ebmm column")
     parser.add_argument("--train-steps", type=int, default=2000, help="training steps of the dkm and km rows")
     parser.add_argument("--model-steps", type=int, default=10, help="attractor iterations of the dkm and km retrievals")
-    parser.add_argument("--cache", default="runs/binary_recall", help="where the trained dkm and km are kept and reused")
+    parser.add_argument("--cache", default="runs/binary_recall", help="where the trained dkm, km and ebmm are kept and reused")
     parser.add_argument("--sdm-activation", type=float, default=0.1, help="fraction of the 64 locations a pattern selects")
     parser.add_argument("--dense-beta", type=float, default=0.25, help="inverse temperature of store-everything")
     parser.add_argument(
@@ -283,13 +289,13 @@ def main() -> None:
             generator = torch.Generator().manual_seed(args.seed * 1000 + count)  # the same pattern sets for every model
             bits = torch.randint(0, 2, (args.trials, count, BITS), generator=generator)
             patterns = (2 * bits - 1).to(torch.float64)  # [trials, N, C]
-            errors, held = recall_errors(factory, patterns, generator, args.corruption)
-            if name == "ebmm":
-                collisions[count] = shared_rows(factory(args.trials, count).memory, patterns, errors)
+            errors, memory = recall_errors(factory, patterns, generator, args.corruption)
+            if isinstance(memory, EnergyRecall):
+                collisions[count] = shared_rows(memory, patterns, errors)
             per_trial = errors.mean(-1)  # [trials]
             results[name][str(count)] = round(float(per_trial.mean()), 2)
             spread[name][str(count)] = float(per_trial.std() / args.trials**0.5) if args.trials > 1 else 0.0
-            floats[name] = max(floats.get(name, 0), held)
+            floats[name] = max(floats.get(name, 0), memory.state_floats)
     if args.json:
         print(json.dumps(results))
         return
@@ -308,12 +314,14 @@ def main() -> None:
         print(f"| paper: {name} | " + " | ".join(f"{v:.1f}" for v in row) + " | 8,256 |")
     if "ebmm" in results:
         training = args.ebmm_training
-        print("\nebmm meta-training, per column: " + ", ".join(
-            f"{n}: {training[n]['steps']} steps in {training[n].get('seconds', '?')} s" for n in PATTERN_COUNTS
-        ))
+        print(
+            "\nebmm meta-training, per column: "
+            + ", ".join(f"{n}: {training[n]['steps']} steps in {training[n].get('seconds', '?')} s" for n in PATTERN_COUNTS)
+        )
         print("ebmm queries read with an error; of those, and of the others, the share whose pattern shares its row of W:")
         for n, (failed, among_failed, among_right) in collisions.items():
-            print(f"  {n} patterns: {failed:.1%} with an error; row shared: {among_failed:.1%} of them, {among_right:.1%} of the others")
+            shares = f"row shared: {among_failed:.1%} of them, {among_right:.1%} of the others"
+            print(f"  {n} patterns: {failed:.1%} with an error; {shares}")
 
 
 if __name__ == "__main__":

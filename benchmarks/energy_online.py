@@ -29,17 +29,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
-from binary_recall import BITS, EBMM_WIDTH, corrupted_queries, trained_ebmm
-from safetensors.torch import load_file, save_file
+from binary_recall import BITS, EBMM_WIDTH, cached_energy_memory, corrupted_queries, trained_ebmm
 
 from episodic_memory import DynamicKanervaMachine
-from episodic_memory.backends import OnlineEnergyMemory, binary_patterns
+from episodic_memory.backends import MemoryBackend, OnlineEnergyMemory, binary_patterns
 from episodic_memory.energy import EnergyMemory, meta_train
 from episodic_memory.registry import BACKENDS
 
@@ -49,39 +46,32 @@ ONLINE_WRITE_STEPS = 2  # T per code: meta-training backpropagates through N·T 
 def online_trained(args: argparse.Namespace) -> EnergyMemory:
     """The memory meta-trained through the incremental write of ``--patterns`` codes (loaded from ``--cache``)."""
     settings = {"patterns": args.patterns, "steps": args.train_steps, "seed": args.seed}
-    path, meta = Path(args.cache) / "ebmm-online.safetensors", Path(args.cache) / "ebmm-online.json"
+
+    def train(memory: EnergyMemory) -> None:
+        torch.manual_seed(args.seed)
+        generator = torch.Generator().manual_seed(args.seed + 1)
+        meta_train(
+            memory,
+            lambda: (2 * torch.randint(0, 2, (16, args.patterns, BITS), generator=generator) - 1).float(),
+            lambda x: corrupted_queries(x, generator, "random"),
+            args.train_steps,
+            progress=f"meta-training the online write on episodes of {args.patterns} codes",
+            online=True,
+        )
+
     memory = EnergyMemory(BITS, EBMM_WIDTH, read_steps=5, write_steps=ONLINE_WRITE_STEPS, write_step_size=0.5)
-    if path.is_file() and meta.is_file() and {k: json.loads(meta.read_text()).get(k) for k in settings} == settings:
-        memory.load_state_dict(load_file(str(path)))
-        return memory.eval()
-    torch.manual_seed(args.seed)
-    generator = torch.Generator().manual_seed(args.seed + 1)
-    started = time.perf_counter()
-    losses = meta_train(
-        memory,
-        lambda: (2 * torch.randint(0, 2, (16, args.patterns, BITS), generator=generator) - 1).float(),
-        lambda x: corrupted_queries(x, generator, "random"),
-        args.train_steps,
-        progress=f"meta-training the online write on episodes of {args.patterns} codes",
-        online=True,
-    )
-    settings["seconds"] = round(time.perf_counter() - started, 1)
-    settings["final_loss"] = round(statistics.fmean(losses[-50:]), 3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in memory.state_dict().items()}, str(path))
-    meta.write_text(json.dumps(settings))
-    return memory
+    return cached_energy_memory(memory, args.cache, "ebmm-online", settings, train)[0]
 
 
-def episode_errors(backend: OnlineEnergyMemory, patterns: torch.Tensor, generator: torch.Generator) -> tuple[float, list[float]]:
-    """Write ``patterns [B, N, C]`` step by step through ``backend``; (mean error bits of the corrupted queries read
-    from the final memories, the wall time of every step in µs)."""
+def step_times(backend: MemoryBackend, patterns: torch.Tensor) -> list[float]:
+    """Step ``backend`` through the codes ``patterns [B, N, C]`` from its empty memories; the wall time of each step in µs."""
+    backend.reset()
     times = []
     for n in range(patterns.shape[1]):
         started = time.perf_counter()
         backend.step(patterns[:, n], readouts=("retrieval", "novelty"))
         times.append((time.perf_counter() - started) * 1e6)
-    return recall(backend.memory, backend.theta, patterns, generator), times
+    return times
 
 
 def recall(memory: EnergyMemory, theta: tuple[torch.Tensor, torch.Tensor], patterns: torch.Tensor, generator) -> float:
@@ -93,7 +83,9 @@ def recall(memory: EnergyMemory, theta: tuple[torch.Tensor, torch.Tensor], patte
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--patterns", type=int, default=32, help="codes written per episode (a binary_recall column: 16, 32, 48, 64, 96)")
+    parser.add_argument(
+        "--patterns", type=int, default=32, help="codes written per episode (a binary_recall column: 16, 32, 48, 64, 96)"
+    )
     parser.add_argument("--rewrite-every", type=int, nargs="+", default=[1, 4, 12], help="codes between rewrites, one row each")
     parser.add_argument("--episodes", type=int, default=100, help="episodes measured (one memory each)")
     parser.add_argument("--envs", type=int, default=16, help="memories stepped together, as a VecEnv's")
@@ -105,7 +97,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    batch_args = argparse.Namespace(ebmm_steps=args.batch_steps, seed=args.seed, corruption="random", cache=args.batch_cache, json=False)
+    batch_args = argparse.Namespace(
+        ebmm_steps=args.batch_steps, seed=args.seed, corruption="random", cache=args.batch_cache, json=False
+    )
     batch_memory, _ = trained_ebmm(args.patterns, batch_args)
     online_memory = online_trained(args)
     rows: dict[str, tuple[float, list[float]]] = {}
@@ -126,27 +120,30 @@ def main() -> None:
         },
     }
     for name, build in online_rows.items():
-        results = [episode_errors(build(), x, torch.Generator().manual_seed(i)) for i, x in enumerate(sets)]
-        rows[name] = (statistics.fmean(e for e, _ in results), [t for _, times in results for t in times])
+        errors, times = [], []
+        for i, x in enumerate(sets):
+            backend = build()
+            times += step_times(backend, x)
+            errors.append(recall(backend.memory, backend.theta, x, torch.Generator().manual_seed(i)))
+        rows[name] = (statistics.fmean(errors), times)
 
     dkm = DynamicKanervaMachine((BITS,), code_size=BITS, num_slots=EBMM_WIDTH).eval()
     backend = BACKENDS["dkm"].build(dkm, args.envs, 5)
-    times = []
-    with torch.no_grad():
-        for x in sets:
-            backend.reset()
-            for n in range(args.patterns):
-                started = time.perf_counter()
-                backend.step(x[:, n], readouts=("retrieval", "novelty"))
-                times.append((time.perf_counter() - started) * 1e6)
+    times = [t for x in sets for t in step_times(backend, x)]
     rows["for scale: the dkm backend, K = 64 (no recall: see binary_recall)"] = (float("nan"), times)
 
-    print(f"EBMM, episodes of {args.patterns} random 128-bit codes, {len(sets) * args.envs} episodes, {args.envs} memories a step")
+    print(
+        f"EBMM, episodes of {args.patterns} random 128-bit codes, {len(sets) * args.envs} episodes, {args.envs} memories a step"
+    )
     print("(queries: 64 bits random, known bits held; error bits of the final memories' reads, mean)\n")
     print("| write | error bits | step µs (median) | step µs (mean) | step µs (max) |")
     print("|---|---|---|---|---|")
     for name, (error, times) in rows.items():
-        cost = " | ".join(f"{v:,.0f}" for v in (statistics.median(times), statistics.fmean(times), max(times))) if times else "- | - | -"
+        cost = (
+            " | ".join(f"{v:,.0f}" for v in (statistics.median(times), statistics.fmean(times), max(times)))
+            if times
+            else "- | - | -"
+        )
         print(f"| {name} | {'-' if error != error else f'{error:.2f}'} | {cost} |")
 
 

@@ -42,15 +42,12 @@ from episodic_memory import EnergyBasedMemoryMachine, GenerativeMemory, load_mac
 from episodic_memory.backends import DenseAssociativeMemory
 from episodic_memory.energy import Corrupter
 from episodic_memory.envs.dataset import FrameDataset
+from episodic_memory.registry import backend_kind, own_backend
 
 
 def memory_floats(model: GenerativeMemory) -> int:
-    """Numbers one memory of ``model`` holds."""
-    C = model.code_size
-    if isinstance(model, EnergyBasedMemoryMachine):
-        return model.memory.state_floats
-    K = model.num_slots
-    return K * C + K * (K + 1) // 2
+    """Numbers one empty memory of ``model`` holds, as its own backend counts them."""
+    return backend_kind(own_backend(model)).build(model, 1, 1).state_floats
 
 
 def decoded(model: GenerativeMemory, z: torch.Tensor) -> torch.Tensor:
@@ -59,9 +56,9 @@ def decoded(model: GenerativeMemory, z: torch.Tensor) -> torch.Tensor:
     return model._frames_out(model.likelihood.mean(model._decode(z)), B, T)
 
 
-def store_everything(model: GenerativeMemory, x: torch.Tensor, query: torch.Tensor, beta: float) -> torch.Tensor:
-    """The frames read back through a modern Hopfield network of all the episode's codes: ``[B, T, *input_shape]``."""
-    z, zq = model.encode(x), model.encode(query)  # [B, T, C]
+def store_everything(model: GenerativeMemory, z: torch.Tensor, zq: torch.Tensor, beta: float) -> torch.Tensor:
+    """The frames read back from the query codes ``zq [B, T, C]`` through a modern Hopfield network of all the
+    episode's codes ``z [B, T, C]``: ``[B, T, *input_shape]``."""
     memory = DenseAssociativeMemory(z.shape[0], model.code_size, beta=beta / model.code_size**0.5, steps=1, dtype=z.dtype)
     for t in range(z.shape[1]):
         memory.write(z[:, t])
@@ -81,7 +78,9 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="where results.json and distortion.png go")
     parser.add_argument("--test-fraction", type=float, default=0.1)
     parser.add_argument("--batches", type=int, default=8, help="episodes of 64 frames, one memory each")
-    parser.add_argument("--betas", type=float, nargs="+", default=[0.25, 1.0, 4.0, 16.0, 64.0], help="store-everything's β, times 1/√C")
+    parser.add_argument(
+        "--betas", type=float, nargs="+", default=[0.25, 1.0, 4.0, 16.0, 64.0], help="store-everything's β, times 1/√C"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -97,7 +96,8 @@ def main() -> None:
     rows: list[dict] = []
 
     def add(name: str, family: str, floats: int, read: torch.Tensor) -> None:
-        rows.append({"name": name, "family": family, "floats": floats, **dict(zip(("mse", "block_mse"), errors(read, x, block)))})
+        mse, block_mse = errors(read, x, block)
+        rows.append({"name": name, "family": family, "floats": floats, "mse": mse, "block_mse": block_mse})
 
     with torch.no_grad():
         for spec in args.models:
@@ -107,8 +107,9 @@ def main() -> None:
             add(name, family, memory_floats(model), model.reconstruct(model.write(x), query))
             other = model.reconstruct(model.write(x.roll(1, 0)), query)  # episode b read through b-1's memory
             add(f"{name}: another episode's memory", f"{family}, another episode's memory", memory_floats(model), other)
-            add(f"{name}: autoencoder alone", f"{family}: autoencoder alone", 0, decoded(model, model.encode(query)))
-            (error, beta) = min((errors(store_everything(model, x, query, b), x, block), b) for b in args.betas)
+            z, zq = model.encode(x), model.encode(query)  # [B, 64, C]
+            add(f"{name}: autoencoder alone", f"{family}: autoencoder alone", 0, decoded(model, zq))
+            (error, beta) = min((errors(store_everything(model, z, zq, b), x, block), b) for b in args.betas)
             rows.append({"name": f"{name}: store-everything (β {beta:g}/√C)", "family": f"{family}: store-everything",
                          "floats": 64 * model.code_size, "mse": error[0], "block_mse": error[1]})  # fmt: skip
 
@@ -126,10 +127,12 @@ def main() -> None:
         for suffix, style in (("", "-"), (", another episode's memory", "--")):
             points = sorted((r["floats"], r["block_mse"]) for r in rows if r["family"] == family + suffix)
             if points:
-                ax.plot(*zip(*points), marker="o", linestyle=style, color=color, label=family + suffix)
+                ax.plot(*zip(*points, strict=True), marker="o", linestyle=style, color=color, label=family + suffix)
         points = [(r["floats"], r["block_mse"]) for r in rows if r["family"] == f"{family}: store-everything"]
         if points:  # one point per machine's coders, all at 64 C numbers
-            ax.plot(*zip(*points), marker="^", linestyle="none", color=color, label=f"store-everything, {family} coders")
+            ax.plot(
+                *zip(*points, strict=True), marker="^", linestyle="none", color=color, label=f"store-everything, {family} coders"
+            )
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yscale("log")  # the machines differ by an order of magnitude

@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from episodic_memory import EnergyBasedMemoryMachine, GenerativeMemory, KanervaPlusPlus, MemoryMachine, ProductKanervaMachine
+from episodic_memory.energy import CORRUPTION_KINDS
 from episodic_memory.envs.dataset import FrameDataset, parse_mode
 from episodic_memory.evaluation.figures import image_grid, training_figures
 from episodic_memory.evaluation.generative import EvaluationConfig, check_enough_layouts, evaluate_models, sample_and_refine
@@ -62,6 +63,7 @@ RESUMABLE_CHANGES = {
 
 
 ModelChoice = Literal[tuple(MODELS)]  # the registry's trainable models
+CorruptionChoice = Literal[("auto", *CORRUPTION_KINDS)]  # the EBMM's distortion models, or the machine's default
 
 
 @dataclass
@@ -84,9 +86,9 @@ class PretrainConfig:
     read_steps: int = field(5, "ebmm: K, gradient steps on the energy of a read (EBMM eq. 1)")
     write_steps: int = field(5, "ebmm: T, gradient steps on the writing loss of a write (EBMM eq. 4)")
     ebmm_write: Literal["batch", "online"] = field(
-        "batch", "ebmm: write an episode as a set (eq. 4) or one code at a time (the RL backend's online write)"
+        "batch", "ebmm: write an episode as a set (eq. 4) or one code at a time (the ebmm-incremental backend's write)"
     )
-    corruption: Literal["auto", "entries", "block", "salt-and-pepper", "gaussian"] = field(
+    corruption: CorruptionChoice = field(
         "auto", "ebmm: distortion of the training queries; auto: block (half the side) for images, entries for vectors"
     )
     likelihood: Literal["bernoulli", "gaussian", "logistic"] = field("gaussian", "frame model; logistic: discretised 8-bit")

@@ -114,9 +114,10 @@ class OnlineEnergyMemory(MemoryBackend):
             self.codes = grown
         self.codes[torch.arange(self.batch_size, device=self.device), self.counts] = z
         self.counts = self.counts + 1
-        due = self.counts % self.rewrite_every == 0  # [B]
-        if bool(due.any()):
-            length = int(self.counts.max())
-            kept = torch.arange(length, device=self.device)[None] < self.counts[:, None]  # [B, L]
-            W, b = self.memory.write(self.codes[:, :length], mask=kept)
-            self.theta = (torch.where(due[:, None, None], W, self.theta[0]), torch.where(due[:, None], b, self.theta[1]))
+        due = (self.counts % self.rewrite_every == 0).nonzero()[:, 0]  # the memories to rewrite [R]
+        if len(due):
+            counts = self.counts[due]  # [R]
+            length = int(counts.max())
+            kept = torch.arange(length, device=self.device)[None] < counts[:, None]  # [R, L]
+            W, b = self.memory.write(self.codes[due, :length], mask=kept)
+            self.theta = (self.theta[0].index_put((due,), W), self.theta[1].index_put((due,), b))

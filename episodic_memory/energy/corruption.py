@@ -83,7 +83,8 @@ class Corrupter:
             raise ValueError(f"cannot corrupt {count} entries of patterns of {flat.shape[-1]}")
         order = self._uniform(flat.shape, x.device).argsort(-1)  # a random permutation of the entries per pattern
         known = order >= count  # [B, N, D]
-        value = torch.where(self._uniform(flat.shape, x.device) < 0.5, self.low, self.high).to(x.dtype)
+        coin = torch.randint(0, 2, flat.shape, generator=self.generator).to(x.device)  # [B, N, D]
+        value = torch.where(coin == 1, self.high, self.low).to(x.dtype)
         return torch.where(known, flat, value).view_as(x), known.view(x.shape)
 
     def _block(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,10 +12,10 @@ writable parameters ``θ`` as :class:`~episodic_memory.energy.network.WritablePa
   told the same).
 - **Write** (eq. 3-4): T steps of gradient descent on the writing loss
   ``W(x, θ) = E(x; θ) + α‖∇ₓE(x; θ)‖² + β‖θ − θ̄‖²``, averaged over the N patterns, from ``θ⁽⁰⁾ = θ̄``
-  (or from a memory's current θ: :meth:`EnergyMemory.write` takes a start, which is how the online
+  (or from a memory's current θ: :meth:`EnergyMemory.write` takes a start, which is how the incremental
   backend adds one code at a time). Each step's gradient differentiates ``∇ₓE``, so it is second order.
 - **Meta-objective** (eq. 2, 5): ``L = 1/N Σᵢ ‖xᵢ − read(x̃ᵢ; write(X))‖²`` over random sets X and
-  distortions x̃, minimised over θ̄, the read-out, the step sizes ``{γ⁽ᵏ⁾}, {η⁽ᵗ⁾}``, μ and ``(α, β)``:
+  distortions x̃, minimised over θ̄, κ, λ, the step sizes ``{γ⁽ᵏ⁾}, {η⁽ᵗ⁾}``, μ and ``(α, β)``:
   :meth:`EnergyMemory.meta_loss`, which backpropagates through the write (third-order terms).
 
 The learned scalars are kept positive as the exponentials of free parameters, so that Adam moves them
@@ -28,7 +28,6 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from episodic_memory.energy.network import EnergyNetwork, WritableParameters
@@ -92,13 +91,17 @@ class EnergyMemory(nn.Module):
         """``E(x; θ)``: ``x [B, N, D]`` -> ``[B, N]``; EBMM's novelty, low for stored patterns."""
         return self.network(x, theta)
 
-    def _energy_gradient(self, x: torch.Tensor, theta: WritableParameters, create_graph: bool) -> torch.Tensor:
-        """``∇ₓE(x; θ)`` ``[B, N, D]`` (graph kept when ``create_graph``, for the write's α term and meta-training)."""
+    def _energy_and_gradient(
+        self, x: torch.Tensor, theta: WritableParameters, create_graph: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``E(x; θ)`` ``[B, N]`` and ``∇ₓE(x; θ)`` ``[B, N, D]`` (graph kept when ``create_graph``, for the write's α term
+        and meta-training)."""
         if not x.requires_grad:
             x = x.detach().requires_grad_()
         with torch.enable_grad():
-            (gradient,) = torch.autograd.grad(self.network(x, theta).sum(), x, create_graph=create_graph)
-        return gradient
+            energy = self.network(x, theta)
+            (gradient,) = torch.autograd.grad(energy.sum(), x, create_graph=create_graph)
+        return energy, gradient
 
     def writing_loss(self, x: torch.Tensor, theta: WritableParameters, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``1/N Σᵢ W(xᵢ, θ)`` (eq. 3) for each memory: ``x [B, N, D]`` -> ``[B]``; with ``mask [B, N]`` (bool) the
@@ -106,9 +109,7 @@ class EnergyMemory(nn.Module):
         W, b = theta
         W0, b0 = self.initial(W.shape[0])
         alpha, beta = self.gradient_penalty.exp(), self.anchor.exp()
-        x = x.detach().requires_grad_()
-        energy = self.network(x, theta)  # [B, N]
-        (grad_x,) = torch.autograd.grad(energy.sum(), x, create_graph=True)  # [B, N, D]
+        energy, grad_x = self._energy_and_gradient(x.detach(), theta, create_graph=True)  # [B, N], [B, N, D]
         per_pattern = energy + alpha * grad_x.pow(2).sum(-1)  # [B, N]
         deviation = (W - W0).pow(2).sum((-2, -1)) + (b - b0).pow(2).sum(-1)  # [B]
         if mask is None:
@@ -132,7 +133,9 @@ class EnergyMemory(nn.Module):
         """
         self._check_patterns(x, "x")
         if mask is not None and (mask.shape != x.shape[:2] or mask.dtype != torch.bool):
-            raise ValueError(f"mask must be a bool tensor [B, N] = {tuple(x.shape[:2])}, actual: {mask.dtype} {tuple(mask.shape)}")
+            raise ValueError(
+                f"mask must be a bool tensor [B, N] = {tuple(x.shape[:2])}, actual: {mask.dtype} {tuple(mask.shape)}"
+            )
         theta = self.initial(x.shape[0]) if start is None else start
         step_sizes = self.write_step_size.exp()  # [T, 2]
         with torch.enable_grad():
@@ -163,7 +166,8 @@ class EnergyMemory(nn.Module):
         """
         self._check_patterns(query, "query")
         if known is not None and (known.shape != query.shape or known.dtype != torch.bool):
-            raise ValueError(f"known must be a bool tensor of the query's shape {tuple(query.shape)}, actual: {known.dtype} {tuple(known.shape)}")
+            actual = f"{known.dtype} {tuple(known.shape)}"
+            raise ValueError(f"known must be a bool tensor of the query's shape {tuple(query.shape)}, actual: {actual}")
         step_sizes, momenta = self.read_step_size.exp(), torch.sigmoid(self.read_momentum)  # [K], [K]
         if not create_graph:
             theta = tuple(t.detach() for t in theta)
@@ -171,7 +175,7 @@ class EnergyMemory(nn.Module):
         trajectory = [x]
         for k in range(self.read_steps):
             lookahead = x + momenta[k] * velocity  # Nesterov: the gradient at the look-ahead point
-            gradient = self._energy_gradient(lookahead if create_graph else lookahead.detach(), theta, create_graph)
+            gradient = self._energy_and_gradient(lookahead if create_graph else lookahead.detach(), theta, create_graph)[1]
             velocity = momenta[k] * velocity - step_sizes[k] * gradient
             x = self._project(x + velocity, query, known)
             if not create_graph:
