@@ -136,6 +136,22 @@ class AgentConfig:
             "memory suite); needs a memory"
         },
     )
+    recall_lags: tuple[int, ...] = field(
+        default=(),
+        metadata={
+            "help": "steps back (1: the previous observation) whose codes the recall read-out returns, from a second "
+            "memory that writes each code at its step's address and so keeps the order the first one loses (README: "
+            "recall by time); needs a memory"
+        },
+    )
+    recall_positions: tuple[int, ...] = field(
+        default=(),
+        metadata={"help": "steps from the episode's start (0: its first observation) whose codes recall returns, after the lags"},
+    )
+    recall_slots: int = field(
+        default=64,
+        metadata={"help": "rows of the time-addressed memory: it recalls exactly while an episode has at most this many steps"},
+    )
     attractor_steps: int = field(default=5, metadata={"help": "code-space attractor iterations of the retrieval read-out"})
     novelty_reward: float = field(
         default=0.0,
@@ -181,12 +197,16 @@ class AgentConfig:
     )
 
     def __post_init__(self) -> None:
+        recall = ("recall",) if self.recall_lags or self.recall_positions else ()
         if self.memory != "none":
-            declared = backend_kind(self.memory).readouts
+            declared = (*backend_kind(self.memory).readouts, *recall)
             self.readouts = declared if self.readouts is None else tuple(self.readouts)
             unknown = sorted(set(self.readouts) - {*declared, "code"})
             if unknown:
-                raise ValueError(f"--memory {self.memory} has no read-outs {unknown}; choose from {[*declared, 'code']}")
+                hint = " (recall needs --recall-lags or --recall-positions)" if "recall" in unknown else ""
+                raise ValueError(f"--memory {self.memory} has no read-outs {unknown}; choose from {[*declared, 'code']}{hint}")
+        elif recall:
+            raise ValueError("--recall-lags and --recall-positions read a memory of the codes; they need --memory, not none")
         else:
             self.readouts = () if self.readouts is None else tuple(self.readouts)
         if self.replay_readouts == "no-memory":  # the read-out is left out of the observation itself
@@ -304,6 +324,9 @@ def make_agent_env(
         novelty_reward=config.novelty_reward,
         observation=config.policy_input != "readouts",
         backend=config.memory,
+        recall_lags=config.recall_lags,
+        recall_positions=config.recall_positions,
+        recall_slots=config.recall_slots,
     )
     if config.frame_stack > 1:
         # The observation's keys (or its code, standing in for them) in order; the read-outs summarise the episode already.
@@ -374,7 +397,7 @@ def build_agent(config: AgentConfig, venv: VecEnv | None = None) -> BaseAlgorith
 
 
 def vector_readouts(observation_space: spaces.Space) -> tuple[str, ...]:
-    """The vector read-outs of an agent's observations (``retrieval``, ``memory``, ``code``), in the machine's code
+    """The vector read-outs of an agent's observations (``retrieval``, ``memory``, ``code``, ``recall``), in the machine's code
     space: what a float16 replay buffer compresses and ``standardise_readouts`` standardises. The scalar ``novelty``
     is neither (2 bytes saved would not pay for its range, thousands of nats; the extractor symlogs it)."""
     names = observation_space.spaces if isinstance(observation_space, spaces.Dict) else {}

@@ -85,6 +85,9 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
     - image keys (3-D boxes): :class:`SmallImageCNN`, ``cnn_features`` each;
     - other keys except the ``rows`` read-out (vectors such as codes and energies, discrete keys one-hot
       encoded by SB3): flattened, concatenated and passed through an MLP of ``mlp_features``;
+    - a ``sequence`` read-out ``[L, C]`` (e.g. ``recall``, the codes of chosen earlier steps) joins them
+      after one linear layer with a ReLU, shared by its L steps, ``[L, C] -> [L, sequence_dim]``: what
+      a code means does not depend on when it was seen;
     - the ``rows`` read-out ``[K, C]`` (e.g. ``memory``), with ``memory_head="attention"``: :class:`MemoryAttention`
       queried by the features above, ``attention_dim``; with ``memory_head="linear"``: one linear layer of all
       ``K * C`` entries, ``attention_dim`` with a ReLU. What a memory holds about an episode is spread over all
@@ -95,7 +98,7 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
 
     The read-outs come at the machine's scale: codes with norms near 100 and a novelty (an energy)
     of tens to thousands of nats for the maze machines. With ``normalise_readouts`` (default) each
-    ``code`` read-out and every row of a ``rows`` one is layer-normalised (zero mean, unit variance over
+    ``code`` read-out and every row of a ``rows`` or ``sequence`` one is layer-normalised (zero mean, unit variance over
     its C entries, no learned parameters) and an ``energy`` enters as ``symlog(n) = sign(n) ln(1 + |n|)``,
     so the policy sees inputs of order one whatever machine made them.
 
@@ -103,7 +106,8 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
     :param normalise_readouts: normalise the memory read-outs as above; False feeds them raw. The linear
         memory head normalises the whole ``[K, C]`` matrix at once, which keeps the rows' relative scales.
     :param memory_head: ``"attention"`` or ``"linear"``, how the ``rows`` read-out becomes features.
-    :param readout_kinds: ``{key: "code" | "energy" | "rows"}`` for the read-out keys (the memory's
+    :param sequence_dim: features per step of a ``sequence`` read-out.
+    :param readout_kinds: ``{key: "code" | "energy" | "rows" | "sequence"}`` for the read-out keys (the memory's
         declaration, which :func:`~episodic_memory.agents.builder.build_agent` passes); keys not in it are the
         environment's own. None: the Kanerva read-outs by name (``retrieval``, ``code``, ``novelty``, ``memory``),
         as agents saved before this parameter read them.
@@ -119,6 +123,7 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
         normalise_readouts: bool = True,
         memory_head: str = "attention",
         readout_kinds: dict[str, str] | None = None,
+        sequence_dim: int = 16,
     ) -> None:
         if memory_head not in MEMORY_HEADS:
             raise ValueError(f"memory_head must be one of {MEMORY_HEADS}, actual value: {memory_head!r}")
@@ -126,9 +131,9 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
             raise ValueError(f"MemoryFeaturesExtractor needs Dict observations, got {observation_space}")
         if readout_kinds is None:
             readout_kinds = {k: kind for k, kind in KANERVA_READOUT_KINDS.items() if k in observation_space.spaces}
-        unknown = {k: kind for k, kind in readout_kinds.items() if kind not in ("code", "energy", "rows")}
+        unknown = {k: kind for k, kind in readout_kinds.items() if kind not in ("code", "energy", "rows", "sequence")}
         if unknown:
-            raise ValueError(f"readout_kinds must map keys to 'code', 'energy' or 'rows', actual value: {unknown!r}")
+            raise ValueError(f"readout_kinds must map keys to 'code', 'energy', 'rows' or 'sequence', actual value: {unknown!r}")
         rows = [k for k, kind in readout_kinds.items() if kind == "rows" and k in observation_space.spaces]
         if len(rows) > 1:
             raise ValueError(f"MemoryFeaturesExtractor reads one 'rows' read-out, got {rows}")
@@ -137,6 +142,7 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
             k for k, s in observation_space.spaces.items() if k != memory_key and isinstance(s, spaces.Box) and len(s.shape) == 3
         ]
         flat_keys = [k for k in observation_space.spaces if k != memory_key and k not in image_keys]
+        sequence_keys = [k for k in flat_keys if readout_kinds.get(k) == "sequence"]
         memory_space = observation_space.spaces.get(memory_key) if memory_key else None
         if memory_space is not None and (not isinstance(memory_space, spaces.Box) or len(memory_space.shape) != 2):
             raise ValueError(f"the {memory_key!r} key must be a [K, C] Box, got {memory_space}")
@@ -151,7 +157,16 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
         self.cnns = nn.ModuleDict(
             {k: SmallImageCNN(*observation_space.spaces[k].shape, cnn_features, cnn_channels) for k in image_keys}
         )
-        flat_dim = sum(get_flattened_obs_dim(observation_space.spaces[k]) for k in flat_keys)
+        # one linear map shared by every step of a sequence read-out [L, C] -> [L, sequence_dim]
+        self.sequences = nn.ModuleDict(
+            {k: nn.Sequential(nn.Linear(observation_space.spaces[k].shape[-1], sequence_dim), nn.ReLU()) for k in sequence_keys}
+        )
+        flat_dim = sum(
+            observation_space.spaces[k].shape[0] * sequence_dim
+            if k in self.sequences
+            else get_flattened_obs_dim(observation_space.spaces[k])
+            for k in flat_keys
+        )
         self.mlp = (
             nn.Sequential(nn.Linear(flat_dim, mlp_features), nn.ReLU(), nn.Linear(mlp_features, mlp_features), nn.ReLU())
             if flat_keys
@@ -184,8 +199,10 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
 
     def _flat(self, key: str, x: torch.Tensor) -> torch.Tensor:
         """One flat key as ``[N, D]``, normalised when it is a read-out (see the class docstring)."""
-        x = x.flatten(1)
+        if key in self.sequences:  # [N, L, C]: each code normalised on its own, then the shared map
+            return self.sequences[key](F.layer_norm(x, x.shape[-1:]) if self.normalise_readouts else x).flatten(1)
         kind = self.readout_kinds.get(key) if self.normalise_readouts else None
+        x = x.flatten(1)
         if kind == "code":
             return F.layer_norm(x, x.shape[-1:])
         if kind == "energy":

@@ -81,6 +81,7 @@ TASKS = {
 }
 POPGYM_TASKS = tuple(name for name, task in TASKS.items() if not task.minigrid)
 
+RECALL_LAGS, RECALL_POSITIONS = (1, 2, 3, 4), (0,)  # the recall methods' steps: the frame stack's window, and the first
 METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options that make it
     "ppo": {"algo": "ppo", "memory": "none"},
     "ppo+framestack": {"algo": "ppo", "memory": "none", "frame_stack": 4},  # SB3's advice before an LSTM
@@ -105,6 +106,25 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
         "frame_stack": 4,
     },
     "ppo+dkm+framestack": {"algo": "ppo", "memory": "dkm", "policy_input": "both", "frame_stack": 4},  # order beside the memory
+    # Order: the codes of the last steps and of the first, recalled from a time-addressed memory (README: recall by time),
+    # beside the best DKM method's read-outs, and alone beside the observation.
+    "ppo+dkm-linear+std+recall": {
+        "algo": "ppo",
+        "memory": "dkm",
+        "policy_input": "both",
+        "memory_head": "linear",
+        "standardise_readouts": True,
+        "recall_lags": RECALL_LAGS,
+        "recall_positions": RECALL_POSITIONS,
+    },
+    "ppo+recall": {
+        "algo": "ppo",
+        "memory": "dkm",
+        "policy_input": "both",
+        "readouts": ("recall",),
+        "recall_lags": RECALL_LAGS,
+        "recall_positions": RECALL_POSITIONS,
+    },
     # The Product Kanerva Machine's, Kanerva++'s and the EBMM's memories, as the DKM's two main methods read theirs.
     **{
         f"ppo+{name}{suffix}": {"algo": "ppo", "memory": name, "policy_input": "both", **options}

@@ -13,6 +13,9 @@ The classical associative memories, for codes of any encoder or for raw ±1 patt
 - :class:`HopfieldMemory`: Hopfield networks with the Hebb, Storkey and pseudo-inverse rules;
 - :class:`SparseDistributedMemory`: Kanerva's sparse distributed memory;
 - :class:`DenseAssociativeMemory`: a modern Hopfield network that stores every code of the episode.
+
+Beside any of them, :class:`TimeAddressedMemory` keeps the order of the codes: a Kanerva memory
+written at each step's address and read by lag or position.
 """
 
 from episodic_memory.backends.base import MemoryBackend, ReadoutKind, ReadoutSpec, binary_patterns
@@ -23,6 +26,7 @@ from episodic_memory.backends.kanerva import DynamicKanervaMemory, LearnedAddres
 from episodic_memory.backends.latent_block import OnlineLatentBlockMemory
 from episodic_memory.backends.product_kanerva import OnlineProductKanervaMemory
 from episodic_memory.backends.sparse_distributed import SparseDistributedMemory, radius_for_activation
+from episodic_memory.backends.time_addressed import TimeAddressedMemory, time_addresses
 
 __all__ = [
     "HOPFIELD_RULES",
@@ -40,6 +44,8 @@ __all__ = [
     "ReadoutKind",
     "ReadoutSpec",
     "SparseDistributedMemory",
+    "TimeAddressedMemory",
     "binary_patterns",
     "radius_for_activation",
+    "time_addresses",
 ]

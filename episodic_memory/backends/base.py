@@ -14,7 +14,8 @@ rather than by its name:
 
 - ``code``: a vector in code space ``[C]`` (e.g. the retrieval of the query);
 - ``energy``: one scalar surprise ``[1]``, low for what the memory holds, high for what is new;
-- ``rows``: a set of vectors ``[N, C]`` to attend over (e.g. a memory's slots).
+- ``rows``: a set of vectors ``[N, C]`` to attend over (e.g. a memory's slots);
+- ``sequence``: codes ``[L, C]`` of L chosen steps of the episode, in order (e.g. the previous ones).
 """
 
 from __future__ import annotations
@@ -28,22 +29,23 @@ import torch
 
 __all__ = ["MemoryBackend", "ReadoutKind", "ReadoutSpec", "binary_patterns"]
 
-ReadoutKind = Literal["code", "energy", "rows"]
+ReadoutKind = Literal["code", "energy", "rows", "sequence"]
 
 
 @dataclass(frozen=True)
 class ReadoutSpec:
     """What one read-out of a backend is.
 
-    :param shape: its shape for one memory: ``(C,)`` for a code, ``(1,)`` for an energy, ``(N, C)`` for rows.
-    :param kind: ``code``, ``energy`` or ``rows`` (module docstring).
+    :param shape: its shape for one memory: ``(C,)`` for a code, ``(1,)`` for an energy, ``(N, C)`` for rows,
+        ``(L, C)`` for a sequence.
+    :param kind: ``code``, ``energy``, ``rows`` or ``sequence`` (module docstring).
     """
 
     shape: tuple[int, ...]
     kind: ReadoutKind
 
     def __post_init__(self) -> None:
-        expected = {"code": 1, "energy": 1, "rows": 2}
+        expected = {"code": 1, "energy": 1, "rows": 2, "sequence": 2}
         if self.kind not in expected:
             raise ValueError(f"kind must be one of {list(expected)}, actual value: {self.kind!r}")
         if len(self.shape) != expected[self.kind] or any(not isinstance(n, int) or n < 1 for n in self.shape):

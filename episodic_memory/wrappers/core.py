@@ -22,6 +22,13 @@ backends are:
 and every backend adds ``code [B, C]``, the observation's own code ``z = e(x)``, what a policy can
 run on instead of pixels (the encoder runs once per observation for the read-outs and the write).
 
+Optionally (``recall_lags``, ``recall_positions``), a second memory of the same codes keeps their
+order: a :class:`~episodic_memory.backends.TimeAddressedMemory` writes each code at its step's
+address, and its read-out ``recall [B, L, C]`` returns the codes of chosen steps, by lag (1: the
+previous observation) or by position in the episode (0: the first). A memory addressed by content
+cannot answer "what came 3 steps ago"; this one can, exactly while an episode has at most
+``recall_slots`` steps.
+
 How a code is addressed follows the machine. A DKM solves its weights against the memory
 (eq. 6), as above. A KM uses its own learned addresses ``w = A f(ȳ)`` (KM eq. 5, ``ȳ`` the mean
 of ``q(y | x)``) for reading and writing, as it was trained: its ``retrieval`` is the read
@@ -60,15 +67,16 @@ from typing import Literal
 import numpy as np
 import torch
 
-from episodic_memory.backends import MemoryBackend, ReadoutSpec
+from episodic_memory.backends import MemoryBackend, ReadoutSpec, TimeAddressedMemory
 from episodic_memory.models.machine import GenerativeMemory, load_machine
 from episodic_memory.registry import backend_kind, check_backend_machine, own_backend
 
 __all__ = ["DEFAULT_READOUTS", "READOUTS", "Readout", "EpisodicMemoryCore", "check_novelty_reward", "resolve_machine"]
 
-Readout = Literal["retrieval", "novelty", "memory", "code"]
-READOUTS: tuple[Readout, ...] = ("retrieval", "novelty", "memory", "code")
-"""Every read-out name: the backends' (``retrieval``, ``novelty``, ``memory``: each declares which it has) and ``code``."""
+Readout = Literal["retrieval", "novelty", "memory", "code", "recall"]
+READOUTS: tuple[Readout, ...] = ("retrieval", "novelty", "memory", "code", "recall")
+"""Every read-out name: the backends' (``retrieval``, ``novelty``, ``memory``: each declares which it has), ``code``
+and ``recall`` (the time-addressed memory's, when it runs)."""
 DEFAULT_READOUTS: tuple[Readout, ...] = ("retrieval", "novelty", "memory")
 """The read-outs of the Kanerva backends, which the wrappers add unless told otherwise (every declared one)."""
 
@@ -108,6 +116,9 @@ class EpisodicMemoryCore:
     :param novelty_reward: ``c >= 0``, the weight of the exploration bonus ``c · n_t / n⁰_t`` that
         :meth:`step` leaves in :attr:`last_bonus` (module docstring); 0 turns it off.
     :param backend: a name of :data:`~episodic_memory.registry.BACKENDS`; None runs the machine's own memory.
+    :param recall_lags: steps back (each >= 1) whose codes the ``recall`` read-out returns.
+    :param recall_positions: steps from the episode's start (each >= 0) whose codes ``recall`` returns, after the lags'.
+    :param recall_slots: K of the time-addressed memory (module docstring); used when there are lags or positions.
     """
 
     def __init__(
@@ -118,6 +129,9 @@ class EpisodicMemoryCore:
         attractor_steps: int = 5,
         novelty_reward: float = 0.0,
         backend: str | None = None,
+        recall_lags: Sequence[int] = (),
+        recall_positions: Sequence[int] = (),
+        recall_slots: int = 64,
     ) -> None:
         if isinstance(readouts, str):
             raise ValueError(f"readouts must be a sequence of names from {list(READOUTS)}, not one string: {readouts!r}")
@@ -129,8 +143,22 @@ class EpisodicMemoryCore:
         self.machine = machine
         self._inputs = kind.inputs
         self.backend: MemoryBackend = kind.build(machine, batch_size, attractor_steps)
-        available = {**self.backend.readout_specs, "code": ReadoutSpec((machine.code_size,), "code")}
-        readouts = tuple(self.backend.readout_specs) if readouts is None else tuple(readouts)
+        self.recall = (
+            TimeAddressedMemory(
+                batch_size,
+                machine.code_size,
+                recall_lags,
+                recall_positions,
+                recall_slots,
+                dtype=machine.dtype,
+                device=machine.device,
+            )
+            if tuple(recall_lags) or tuple(recall_positions)
+            else None
+        )
+        recall_specs = {} if self.recall is None else self.recall.readout_specs
+        available = {**self.backend.readout_specs, "code": ReadoutSpec((machine.code_size,), "code"), **recall_specs}
+        readouts = (*self.backend.readout_specs, *recall_specs) if readouts is None else tuple(readouts)
         unknown = sorted(set(readouts) - set(available))
         if unknown or len(set(readouts)) != len(readouts):
             raise ValueError(
@@ -201,6 +229,8 @@ class EpisodicMemoryCore:
         wanted = {"novelty", "retrieval", *(name for name in self.readouts if name != "code")}
         out = self.backend.step(inputs, write=write, readouts=[name for name in self.backend.readout_specs if name in wanted])
         out["code"] = z
+        if self.recall is not None:
+            out.update(self.recall.step(z, write=write))
         self.last_code, self.last_retrieval = z, out["retrieval"]
         novelty = out["novelty"][:, 0]  # [B]
         if self._prior is not None:
@@ -215,3 +245,5 @@ class EpisodicMemoryCore:
         if mask is not None:
             mask = torch.as_tensor(np.asarray(mask, dtype=bool))
         self.backend.reset(mask)
+        if self.recall is not None:
+            self.recall.reset(mask)

@@ -118,7 +118,8 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
     :param machine: a trained (or freshly built) DKM or KM, or the path of its checkpoint.
     :param readouts: any of the backend's read-outs (the Kanerva backends': ``"retrieval"`` (C floats),
         ``"novelty"`` (1 float), ``"memory"`` (K x C); the classical ones': ``"retrieval"``, ``"novelty"``)
-        and ``"code"`` (C floats, the observation's own code); None (default): every read-out of the backend.
+        ``"code"`` (C floats, the observation's own code) and ``"recall"`` (L x C, with ``recall_lags`` or
+        ``recall_positions``); None (default): every read-out of the backend, and ``recall`` when it runs.
     :param attractor_steps: iterations of the backend's retrieval dynamics (the DKM's code-space attractor).
     :param obs_key: for ``Dict`` observations, the key (or keys, flattened together) the memory reads;
         None reads every key but the ``Text`` ones.
@@ -134,6 +135,11 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
     :param observation: False hands the agent the read-outs only, without the environment's observation.
     :param backend: the memory, a name of :data:`episodic_memory.registry.BACKENDS` (e.g. ``"hopfield-storkey"``,
         ``"store-everything"``) run on the machine's codes; None (default): the machine's own Kanerva memory.
+    :param recall_lags: steps back (1: the previous observation) whose codes a second, time-addressed memory returns
+        in the ``recall`` read-out ``[L, C]`` (:mod:`episodic_memory.wrappers.core`).
+    :param recall_positions: steps from the episode's start (0: its first observation) whose codes ``recall`` returns
+        after the lags'. Neither lags nor positions (default): no ``recall``.
+    :param recall_slots: K of the time-addressed memory: it recalls exactly while an episode has at most K steps.
 
     Example::
 
@@ -154,6 +160,9 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
         novelty_reward: float = 0.0,
         observation: bool = True,
         backend: str | None = None,
+        recall_lags: Sequence[int] = (),
+        recall_positions: Sequence[int] = (),
+        recall_slots: int = 64,
     ) -> None:
         gymnasium.utils.RecordConstructorArgs.__init__(
             self,
@@ -165,9 +174,22 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
             novelty_reward=novelty_reward,
             observation=observation,
             backend=backend,
+            recall_lags=recall_lags,
+            recall_positions=recall_positions,
+            recall_slots=recall_slots,
         )
         gymnasium.Wrapper.__init__(self, env)
-        self.core = EpisodicMemoryCore(resolve_machine(machine, device), 1, readouts, attractor_steps, novelty_reward, backend)
+        self.core = EpisodicMemoryCore(
+            resolve_machine(machine, device),
+            1,
+            readouts,
+            attractor_steps,
+            novelty_reward,
+            backend,
+            recall_lags,
+            recall_positions,
+            recall_slots,
+        )
         self.obs_key = obs_key
         self.last_step_seconds = 0.0  # wall time of the latest memory step (encode, read-outs, write)
         self.observation_space, self.layout = memory_observation_space(env.observation_space, self.core, obs_key, observation)
@@ -235,11 +257,22 @@ class EpisodicMemoryVectorWrapper(gymnasium.vector.VectorWrapper):
         novelty_reward: float = 0.0,
         observation: bool = True,
         backend: str | None = None,
+        recall_lags: Sequence[int] = (),
+        recall_positions: Sequence[int] = (),
+        recall_slots: int = 64,
     ) -> None:
         super().__init__(env)
         self.autoreset_mode = _autoreset_mode(env)
         self.core = EpisodicMemoryCore(
-            resolve_machine(machine, device), env.num_envs, readouts, attractor_steps, novelty_reward, backend
+            resolve_machine(machine, device),
+            env.num_envs,
+            readouts,
+            attractor_steps,
+            novelty_reward,
+            backend,
+            recall_lags,
+            recall_positions,
+            recall_slots,
         )
         self.obs_key = obs_key
         self.single_observation_space, self.layout = memory_observation_space(

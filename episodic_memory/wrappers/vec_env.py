@@ -58,9 +58,20 @@ class VecEpisodicMemory(VecEnvWrapper):
         novelty_reward: float = 0.0,
         observation: bool = True,
         backend: str | None = None,
+        recall_lags: Sequence[int] = (),
+        recall_positions: Sequence[int] = (),
+        recall_slots: int = 64,
     ) -> None:
         self.core = EpisodicMemoryCore(
-            resolve_machine(machine, device), venv.num_envs, readouts, attractor_steps, novelty_reward, backend
+            resolve_machine(machine, device),
+            venv.num_envs,
+            readouts,
+            attractor_steps,
+            novelty_reward,
+            backend,
+            recall_lags,
+            recall_positions,
+            recall_slots,
         )
         self.obs_key = obs_key
         self.last_step_seconds = 0.0  # wall time of the latest batched memory step
