@@ -87,7 +87,9 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
       encoded by SB3): flattened, concatenated and passed through an MLP of ``mlp_features``;
     - a ``sequence`` read-out ``[L, C]`` (e.g. ``recall``, the codes of chosen earlier steps) joins them
       after one linear layer with a ReLU, shared by its L steps, ``[L, C] -> [L, sequence_dim]``: what
-      a code means does not depend on when it was seen;
+      a code means does not depend on when it was seen. Normalised, each of its codes is layer-normalised
+      and divided by √C, so that it enters at unit norm, as a one-hot observation does (measured: at
+      norm √C PPO learned POPGym's RepeatPrevious and RepeatFirst more slowly, README: the memory suite);
     - the ``rows`` read-out ``[K, C]`` (e.g. ``memory``), with ``memory_head="attention"``: :class:`MemoryAttention`
       queried by the features above, ``attention_dim``; with ``memory_head="linear"``: one linear layer of all
       ``K * C`` entries, ``attention_dim`` with a ReLU. What a memory holds about an episode is spread over all
@@ -98,7 +100,7 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
 
     The read-outs come at the machine's scale: codes with norms near 100 and a novelty (an energy)
     of tens to thousands of nats for the maze machines. With ``normalise_readouts`` (default) each
-    ``code`` read-out and every row of a ``rows`` or ``sequence`` one is layer-normalised (zero mean, unit variance over
+    ``code`` read-out and every row of a ``rows`` one is layer-normalised (zero mean, unit variance over
     its C entries, no learned parameters) and an ``energy`` enters as ``symlog(n) = sign(n) ln(1 + |n|)``,
     so the policy sees inputs of order one whatever machine made them.
 
@@ -199,8 +201,10 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
 
     def _flat(self, key: str, x: torch.Tensor) -> torch.Tensor:
         """One flat key as ``[N, D]``, normalised when it is a read-out (see the class docstring)."""
-        if key in self.sequences:  # [N, L, C]: each code normalised on its own, then the shared map
-            return self.sequences[key](F.layer_norm(x, x.shape[-1:]) if self.normalise_readouts else x).flatten(1)
+        if key in self.sequences:  # [N, L, C]: each code normalised on its own, at unit norm, then the shared map
+            if self.normalise_readouts:
+                x = F.layer_norm(x, x.shape[-1:]) / math.sqrt(x.shape[-1])
+            return self.sequences[key](x).flatten(1)
         kind = self.readout_kinds.get(key) if self.normalise_readouts else None
         x = x.flatten(1)
         if kind == "code":

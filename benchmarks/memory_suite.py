@@ -23,7 +23,8 @@ interrupted run continues from its last checkpoint.
 
 Usage::
 
-    python benchmarks/memory_suite.py --jobs 2                      # the default: 6 POPGym tasks x 15 methods, seed 0 (~130 min)
+    python benchmarks/memory_suite.py --jobs 2                      # the default: 6 POPGym tasks x 8 methods, seed 0 (~85 min)
+    python benchmarks/memory_suite.py --jobs 2 --methods all        # every method (25), about 3 hours
     python benchmarks/memory_suite.py --tasks RepeatFirstEasy --methods ppo ppo+dkm --seeds 0 1 2 --steps 200000
     python benchmarks/memory_suite.py --tasks MemoryS7 --steps 300000 --memory-checkpoint runs/demo/dkm/model.safetensors
     python benchmarks/memory_suite.py --report                       # tables and figure of the runs already in --out
@@ -145,6 +146,16 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
     },
 }
 BASELINE = "recurrent_ppo"
+DEFAULT_METHODS = (  # the methods and the best of each kind of read-out: about 90 minutes with --jobs 2
+    "ppo",
+    "ppo+framestack",
+    "recurrent_ppo",
+    "ppo+dkm",
+    "ppo+dkm-readouts",
+    "ppo+km",
+    "ppo+dkm-linear+std",
+    "ppo+recall",
+)
 
 
 def curve_scores(curve: Sequence[tuple[int, float]], threshold: float | None) -> dict[str, Any]:
@@ -375,7 +386,13 @@ def _finished(run: tuple[str, str, int], result: dict[str, Any]) -> dict[str, An
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(POPGYM_TASKS))
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=[*METHODS, "all"],
+        default=list(DEFAULT_METHODS),
+        help=f"default: {' '.join(DEFAULT_METHODS)}; all: every method",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=50_000, help="environment steps per run")
     parser.add_argument(
@@ -396,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--report", action="store_true", help="train nothing: report the finished runs under --out (of --tasks, --methods)"
     )
     args = parser.parse_args(argv)
+    if "all" in args.methods:
+        args.methods = list(METHODS)
     args.memory_checkpoint = _task_values(args.memory_checkpoint, "--memory-checkpoint", str)
     args.threshold = _task_values(args.threshold, "--threshold", float)
     out = Path(args.out)

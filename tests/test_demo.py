@@ -56,7 +56,7 @@ def test_plan_defaults_and_overrides():
     assert small.agents["ppo"].env_id == "MiniGrid-MemoryS7-v0" and small.agents["ppo"].num_envs == 8
     second = small.agents["second:ppo+dkm"]
     assert second.env_id == small.agents["second:ppo"].env_id == "popgym-RepeatFirstEasy-v0" and second.imports == ("popgym",)
-    assert second.memory_checkpoint is None and second.memory_head == "linear" and second.standardise_readouts  # fresh
+    assert second.memory_checkpoint is None and second.readouts == ("recall",) and second.recall_positions == (0,)  # fresh
     assert second.total_steps == 50_000 and make_plan(DemoConfig(scale="full")).agents["second:ppo"].total_steps == 100_000
     plan = make_plan(
         DemoConfig(

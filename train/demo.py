@@ -180,8 +180,9 @@ SECOND_TASK_EVIDENCE = (
     "-0.46, RecurrentPPO 0.28 / -0.29 / -0.30 at 1/14 of the memory agent's fps (chance is about -0.5); one seed\n"
     "   is a single draw, see README: the memory suite"
 )
-# The memory agent of the second task: the suite's best settings on POPGym (README: the memory suite).
-SECOND_MEMORY = {"memory": "dkm", "memory_head": "linear", "standardise_readouts": True}
+# The memory agent of the second task: the suite's best on RepeatFirstEasy, ppo+recall (README: the memory suite): the
+# codes of the last 4 steps and of the first, recalled by time from a memory of a fresh DKM's codes.
+SECOND_MEMORY = {"memory": "dkm", "readouts": ("recall",), "recall_lags": (1, 2, 3, 4), "recall_positions": (0,)}
 
 
 @dataclass
@@ -682,7 +683,7 @@ def _print_summary(summary: dict[str, Any], plan: DemoPlan) -> None:
         "   0.5-1.8M steps, so budgets this short show that the path works, not which agent is better)"
     )
     print(
-        f"agents on {summary['second_env_id']}: a fresh DKM (no pretraining, linear memory head, standardised read-outs); "
+        f"agents on {summary['second_env_id']}: a fresh DKM's codes (no pretraining), recalled by time (steps t-1..t-4, 0); "
         f"MMER: the best mean training return over 100 episodes ({plan.agent_eval_episodes} greedy evaluation episodes)"
     )
     print(f"  {'agent':<9} {'MMER':>8} {'mean return':>12} {'steps':>9} {'train fps':>10}")
