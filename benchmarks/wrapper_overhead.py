@@ -5,7 +5,8 @@ Two modes:
 
 - ``--mode pretrain-size`` (the default): a DKM of the default pretrain size (code 100, K = 32, 16
   filters) on 32x32 egocentric frames, freshly initialised unless ``--machine`` names a checkpoint
-  (the cost does not depend on the weights); bare, ``VecEpisodicMemory`` and a wrapper per env.
+  (the cost does not depend on the weights); bare, ``VecEpisodicMemory``, a wrapper per env, and
+  ``VecEpisodicMemory`` with the time-addressed recall beside the memory.
 - ``--mode for-space``: MiniGrid's standard 56x56 RGB egocentric views (``RGBImgPartialObsWrapper`` +
   ``ImgObsWrapper``, tile 8; ``--frames frame-env`` uses ``make_frame_env(..., frame_size=56)``) with
   the default fresh machine ``DynamicKanervaMachine.for_space(venv.observation_space)`` (it reads 56x56
@@ -130,15 +131,25 @@ def pretrain_size(args: argparse.Namespace) -> dict[str, Any]:
             DummyVecEnv([env_fn(False)] * args.num_envs), machine, attractor_steps=args.attractor_steps
         ),
         "wrapper per env": lambda: DummyVecEnv([env_fn(True)] * args.num_envs),
+        "VecEpisodicMemory + recall": lambda: VecEpisodicMemory(
+            DummyVecEnv([env_fn(False)] * args.num_envs),
+            machine,
+            attractor_steps=args.attractor_steps,
+            recall_lags=(1, 2, 3, 4),
+            recall_positions=(0,),
+        ),
     }
     memory = f"memory K={machine.num_slots} C={machine.code_size}, {args.attractor_steps} attractor steps"
+    print("recall: the time-addressed memory beside it (K = 64), lags 1-4 and position 0 (suite method ppo+recall)")
     print(f"{args.num_envs} x {args.env}, {frame_size}x{frame_size} egocentric frames, {memory}, {args.threads} thread(s)")
     print(f"{args.repeats} interleaved rounds of {args.steps} vectorised steps each; medians")
     fps = interleaved(makers, args.steps, args.repeats, args.seed)
     for name, value in fps.items():
-        print(f"{name:>18}: {value['steps_per_s']:8.0f} env steps/s   ({value['ratio']:.2f} of bare)")
+        print(f"{name:>26}: {value['steps_per_s']:8.0f} env steps/s   ({value['ratio']:.2f} of bare)")
     ratio = np.median(np.array(fps["VecEpisodicMemory"]["rounds"]) / np.array(fps["wrapper per env"]["rounds"]))
     print(f"VecEpisodicMemory / wrapper per env: {ratio:.2f}x")
+    rounds = {name: np.array(fps[name]["rounds"]) for name in ("VecEpisodicMemory + recall", "VecEpisodicMemory")}
+    print(f"with recall / without: {np.median(rounds['VecEpisodicMemory + recall'] / rounds['VecEpisodicMemory']):.2f}")
     frame = make_frame_env(args.env, frame_size=frame_size).reset(seed=args.seed)[0]
     ms = encoder_ms_per_frame({"machine": machine}, np.stack([frame] * args.num_envs), 200)["machine"]
     print(f"encoder: {ms:.3f} ms per frame (batch of {args.num_envs})")
