@@ -146,7 +146,7 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
     },
 }
 BASELINE = "recurrent_ppo"
-DEFAULT_METHODS = (  # the methods and the best of each kind of read-out: about 90 minutes with --jobs 2
+DEFAULT_METHODS = (  # the methods and the best of each kind of read-out: about 85 minutes with --jobs 2
     "ppo",
     "ppo+framestack",
     "recurrent_ppo",

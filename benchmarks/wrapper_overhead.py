@@ -148,8 +148,8 @@ def pretrain_size(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{name:>26}: {value['steps_per_s']:8.0f} env steps/s   ({value['ratio']:.2f} of bare)")
     ratio = np.median(np.array(fps["VecEpisodicMemory"]["rounds"]) / np.array(fps["wrapper per env"]["rounds"]))
     print(f"VecEpisodicMemory / wrapper per env: {ratio:.2f}x")
-    rounds = {name: np.array(fps[name]["rounds"]) for name in ("VecEpisodicMemory + recall", "VecEpisodicMemory")}
-    print(f"with recall / without: {np.median(rounds['VecEpisodicMemory + recall'] / rounds['VecEpisodicMemory']):.2f}")
+    recall = np.median(np.array(fps["VecEpisodicMemory + recall"]["rounds"]) / np.array(fps["VecEpisodicMemory"]["rounds"]))
+    print(f"with recall / without: {recall:.2f}")
     frame = make_frame_env(args.env, frame_size=frame_size).reset(seed=args.seed)[0]
     ms = encoder_ms_per_frame({"machine": machine}, np.stack([frame] * args.num_envs), 200)["machine"]
     print(f"encoder: {ms:.3f} ms per frame (batch of {args.num_envs})")

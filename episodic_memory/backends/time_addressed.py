@@ -33,6 +33,7 @@ from collections.abc import Sequence
 import torch
 
 from episodic_memory.backends.base import MemoryBackend, ReadoutSpec
+from episodic_memory.kanerva.memory import MemoryState, write_one
 
 __all__ = ["TimeAddressedMemory", "time_addresses"]
 
@@ -140,12 +141,7 @@ class TimeAddressedMemory(MemoryBackend):
         return w @ self.R  # [B, L, C]
 
     def _write(self, z: torch.Tensor) -> None:
-        """Rank-one Bayesian write of ``z [B, C]`` at ``w = p(t)`` (KM eq. 9-11), in place; then ``t += 1``."""
+        """Rank-one Bayesian write of ``z [B, C]`` at ``w = p(t)`` (KM eq. 9-11); then ``t += 1``."""
         w = self.addresses[self.t % self.horizon]  # [B, K]
-        Delta = z - torch.einsum("bk,bkc->bc", w, self.R)  # KM eq. 9 [B, C]
-        Sigma_c = torch.einsum("bk,bkj->bj", w, self.U)  # KM eq. 9 [B, K]
-        Sigma_z = (Sigma_c * w).sum(-1, keepdim=True).clamp_min(0.0) + self.obs_noise_var  # KM eq. 10 [B, 1]
-        v = Sigma_c * Sigma_z.rsqrt()  # [B, K]
-        self.R.add_((Sigma_c / Sigma_z)[:, :, None] * Delta[:, None])  # KM eq. 9, R += Σc Δᵀ/Σz [B, K, C]
-        self.U.sub_(v[:, :, None] * v[:, None])  # KM eq. 11, U −= Σc Σcᵀ/Σz as v vᵀ, exactly symmetric [B, K, K]
+        self.R, self.U = write_one(MemoryState(self.R, self.U), z[:, None], w[:, None], self.obs_noise_var)
         self.t += 1

@@ -27,7 +27,7 @@ from torch import nn
 
 from episodic_memory.kanerva.linalg import safe_cholesky, symmetrize
 
-__all__ = ["MemoryState", "KanervaMemory", "addressing_factor", "matrix_normal_kl"]
+__all__ = ["MemoryState", "KanervaMemory", "addressing_factor", "matrix_normal_kl", "write_one"]
 
 
 class MemoryState(NamedTuple):
@@ -70,6 +70,22 @@ def matrix_normal_kl(q: MemoryState, p: MemoryState) -> torch.Tensor:
     logdet_U0 = 2.0 * L0.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # [B]
     logdet_U = 2.0 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # [B]
     return 0.5 * (C * trace_term + mahalanobis - K * C + C * (logdet_U0 - logdet_U))
+
+
+def write_one(state: MemoryState, z: torch.Tensor, w: torch.Tensor, obs_noise_var: float) -> MemoryState:
+    """The posterior after one code per memory, ``z [B, 1, C]`` at ``w [B, 1, K]`` (KM eq. 9-11), unchecked.
+
+    Σz is a scalar, so this divides instead of factorising (``wUwᵀ >= 0`` in exact arithmetic).
+    """
+    R, U = state
+    Delta = z - w @ R  # prediction error, KM eq. 9 [B, 1, C]
+    Sigma_c = w @ U  # cross-covariance of z and M, KM eq. 9 [B, 1, K]
+    Sigma_z = (Sigma_c * w).sum(-1, keepdim=True).clamp_min(0.0) + obs_noise_var  # KM eq. 10 [B, 1, 1]
+    R = R + Sigma_c.transpose(-1, -2) * (Delta / Sigma_z)  # KM eq. 9, broadcast [B, K, 1] * [B, 1, C]
+    # U -= vᵀv with v = Σc/√Σz: a broadcast outer product of one vector with itself is exactly
+    # symmetric (and far cheaper than a bmm with an inner size of 1), so U stays symmetric.
+    v = Sigma_c * Sigma_z.rsqrt()  # [B, 1, K]
+    return MemoryState(R, U - v.transpose(-1, -2) * v)  # KM eq. 11 [B, K, K]
 
 
 def addressing_factor(R: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -267,17 +283,11 @@ class KanervaMemory(nn.Module):
     def _write(self, state: MemoryState, z: torch.Tensor, w: torch.Tensor) -> MemoryState:
         R, U = state
         T = z.shape[1]
-        Delta = z - w @ R  # prediction error, KM eq. 9 [B, T, C]
-        Sigma_c = w @ U  # cross-covariance of Z and M, KM eq. 9 [B, T, K]
         if T == 1:
-            # Σz is a scalar: divide instead of factorising; wUwᵀ >= 0 in exact arithmetic.
-            Sigma_z = (Sigma_c * w).sum(-1, keepdim=True).clamp_min(0.0) + self.obs_noise_var  # KM eq. 10 [B, 1, 1]
-            R = R + Sigma_c.transpose(-1, -2) * (Delta / Sigma_z)  # KM eq. 9, broadcast [B, K, 1] * [B, 1, C]
-            # U -= vᵀv with v = Σc/√Σz: a broadcast outer product of one vector with itself is exactly
-            # symmetric (and far cheaper than a bmm with an inner size of 1), so U stays symmetric.
-            v = Sigma_c * Sigma_z.rsqrt()  # [B, 1, K]
-            U = U - v.transpose(-1, -2) * v  # KM eq. 11 [B, K, K]
+            R, U = write_one(state, z, w, self.obs_noise_var)
         else:
+            Delta = z - w @ R  # prediction error, KM eq. 9 [B, T, C]
+            Sigma_c = w @ U  # cross-covariance of Z and M, KM eq. 9 [B, T, K]
             eye = torch.eye(T, dtype=z.dtype, device=z.device)
             Sigma_z = Sigma_c @ w.transpose(-1, -2) + self.obs_noise_var * eye  # KM eq. 10 [B, T, T]
             gain = torch.cholesky_solve(Sigma_c, safe_cholesky(Sigma_z))  # Σz⁻¹ Σc [B, T, K]

@@ -166,6 +166,7 @@ class EpisodicMemoryCore:
                 f"got {list(readouts)!r}"
             )
         self.readouts = readouts
+        self._recall_readouts = [name for name in recall_specs if name in readouts]
         self._specs = {name: available[name] for name in readouts}
         self.attractor_steps = attractor_steps
         self.novelty_reward = check_novelty_reward(novelty_reward)
@@ -229,8 +230,8 @@ class EpisodicMemoryCore:
         wanted = {"novelty", "retrieval", *(name for name in self.readouts if name != "code")}
         out = self.backend.step(inputs, write=write, readouts=[name for name in self.backend.readout_specs if name in wanted])
         out["code"] = z
-        if self.recall is not None:
-            out.update(self.recall.step(z, write=write))
+        if self.recall is not None:  # written every step, read only when selected
+            out.update(self.recall.step(z, write=write, readouts=self._recall_readouts))
         self.last_code, self.last_retrieval = z, out["retrieval"]
         novelty = out["novelty"][:, 0]  # [B]
         if self._prior is not None:
