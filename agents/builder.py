@@ -152,6 +152,14 @@ class AgentConfig:
         default=64,
         metadata={"help": "rows of the time-addressed memory: it recalls exactly while an episode has at most this many steps"},
     )
+    recall_source: Literal["code", "observation"] = field(
+        default="code",
+        metadata={
+            "help": "what the time-addressed memory keeps: the machine's codes, or the observations as the machine reads "
+            "them (flattened, one-hot for discrete spaces): then recall returns the observations themselves and "
+            "recall_sum counts how often each value came up"
+        },
+    )
     attractor_steps: int = field(default=5, metadata={"help": "code-space attractor iterations of the retrieval read-out"})
     novelty_reward: float = field(
         default=0.0,
@@ -201,14 +209,21 @@ class AgentConfig:
         if self.memory != "none":
             declared = (*backend_kind(self.memory).readouts, *recall)
             self.readouts = declared if self.readouts is None else tuple(self.readouts)
-            unknown = sorted(set(self.readouts) - {*declared, "code"})
+            unknown = sorted(set(self.readouts) - {*declared, "code", "recall_sum"})
             if unknown:
                 hint = " (recall needs --recall-lags or --recall-positions)" if "recall" in unknown else ""
-                raise ValueError(f"--memory {self.memory} has no read-outs {unknown}; choose from {[*declared, 'code']}{hint}")
+                raise ValueError(
+                    f"--memory {self.memory} has no read-outs {unknown}; choose from {[*declared, 'code', 'recall_sum']}{hint}"
+                )
         elif recall:
             raise ValueError("--recall-lags and --recall-positions read a memory of the codes; they need --memory, not none")
         else:
             self.readouts = () if self.readouts is None else tuple(self.readouts)
+        if self.recall_source != "code" and not (recall or "recall_sum" in self.readouts):
+            raise ValueError(
+                f"--recall-source {self.recall_source} chooses what the time-addressed memory keeps; it runs with "
+                "--recall-lags, --recall-positions or --readouts recall_sum"
+            )
         if self.replay_readouts == "no-memory":  # the read-out is left out of the observation itself
             kept = tuple(r for r in self.readouts if r != "memory")
             if not kept and self.memory != "none":
@@ -327,6 +342,7 @@ def make_agent_env(
         recall_lags=config.recall_lags,
         recall_positions=config.recall_positions,
         recall_slots=config.recall_slots,
+        recall_source=config.recall_source,
     )
     if config.frame_stack > 1:
         # The observation's keys (or its code, standing in for them) in order; the read-outs summarise the episode already.
@@ -397,8 +413,8 @@ def build_agent(config: AgentConfig, venv: VecEnv | None = None) -> BaseAlgorith
 
 
 def vector_readouts(observation_space: spaces.Space) -> tuple[str, ...]:
-    """The vector read-outs of an agent's observations (``retrieval``, ``memory``, ``code``, ``recall``), in the machine's code
-    space: what a float16 replay buffer compresses and ``standardise_readouts`` standardises. The scalar ``novelty``
+    """The vector read-outs of an agent's observations (``retrieval``, ``memory``, ``code``, ``recall``, ``recall_sum``):
+    what a float16 replay buffer compresses and ``standardise_readouts`` standardises. The scalar ``novelty``
     is neither (2 bytes saved would not pay for its range, thousands of nats; the extractor symlogs it)."""
     names = observation_space.spaces if isinstance(observation_space, spaces.Dict) else {}
     return tuple(name for name in names if name in READOUTS and name != "novelty")

@@ -101,15 +101,16 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
     The read-outs come at the machine's scale: codes with norms near 100 and a novelty (an energy)
     of tens to thousands of nats for the maze machines. With ``normalise_readouts`` (default) each
     ``code`` read-out and every row of a ``rows`` one is layer-normalised (zero mean, unit variance over
-    its C entries, no learned parameters) and an ``energy`` enters as ``symlog(n) = sign(n) ln(1 + |n|)``,
-    so the policy sees inputs of order one whatever machine made them.
+    its C entries, no learned parameters) and an ``energy`` or a ``total`` (a sum that grows with the episode,
+    e.g. counts) enters as ``symlog(n) = sign(n) ln(1 + |n|)`` entrywise, so the policy sees inputs of order
+    one whatever machine made them, and a total keeps its magnitude, which a layer norm would remove.
 
     :param observation_space: the (preprocessed, channels-first for images) Dict space.
     :param normalise_readouts: normalise the memory read-outs as above; False feeds them raw. The linear
         memory head normalises the whole ``[K, C]`` matrix at once, which keeps the rows' relative scales.
     :param memory_head: ``"attention"`` or ``"linear"``, how the ``rows`` read-out becomes features.
     :param sequence_dim: features per step of a ``sequence`` read-out.
-    :param readout_kinds: ``{key: "code" | "energy" | "rows" | "sequence"}`` for the read-out keys (the memory's
+    :param readout_kinds: ``{key: "code" | "energy" | "rows" | "sequence" | "total"}`` for the read-out keys (the memory's
         declaration, which :func:`~episodic_memory.agents.builder.build_agent` passes); keys not in it are the
         environment's own. None: the Kanerva read-outs by name (``retrieval``, ``code``, ``novelty``, ``memory``),
         as agents saved before this parameter read them.
@@ -133,9 +134,11 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
             raise ValueError(f"MemoryFeaturesExtractor needs Dict observations, got {observation_space}")
         if readout_kinds is None:
             readout_kinds = {k: kind for k, kind in KANERVA_READOUT_KINDS.items() if k in observation_space.spaces}
-        unknown = {k: kind for k, kind in readout_kinds.items() if kind not in ("code", "energy", "rows", "sequence")}
+        unknown = {k: kind for k, kind in readout_kinds.items() if kind not in ("code", "energy", "rows", "sequence", "total")}
         if unknown:
-            raise ValueError(f"readout_kinds must map keys to 'code', 'energy', 'rows' or 'sequence', actual value: {unknown!r}")
+            raise ValueError(
+                f"readout_kinds must map keys to 'code', 'energy', 'rows', 'sequence' or 'total', actual value: {unknown!r}"
+            )
         rows = [k for k, kind in readout_kinds.items() if kind == "rows" and k in observation_space.spaces]
         if len(rows) > 1:
             raise ValueError(f"MemoryFeaturesExtractor reads one 'rows' read-out, got {rows}")
@@ -209,6 +212,6 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
         x = x.flatten(1)
         if kind == "code":
             return F.layer_norm(x, x.shape[-1:])
-        if kind == "energy":
+        if kind in ("energy", "total"):
             return symlog(x)
         return x

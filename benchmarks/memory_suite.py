@@ -126,6 +126,26 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
         "recall_lags": RECALL_LAGS,
         "recall_positions": RECALL_POSITIONS,
     },
+    # The same recall of the observations themselves (one-hot for POPGym: a frame stack and the first observation),
+    # and with the sum of every step's recall (of one-hot observations, how often each value came up).
+    "ppo+recall-obs": {
+        "algo": "ppo",
+        "memory": "dkm",
+        "policy_input": "both",
+        "readouts": ("recall",),
+        "recall_lags": RECALL_LAGS,
+        "recall_positions": RECALL_POSITIONS,
+        "recall_source": "observation",
+    },
+    "ppo+recall-obs+sum": {
+        "algo": "ppo",
+        "memory": "dkm",
+        "policy_input": "both",
+        "readouts": ("recall", "recall_sum"),
+        "recall_lags": RECALL_LAGS,
+        "recall_positions": RECALL_POSITIONS,
+        "recall_source": "observation",
+    },
     # The Product Kanerva Machine's, Kanerva++'s and the EBMM's memories, as the DKM's two main methods read theirs.
     **{
         f"ppo+{name}{suffix}": {"algo": "ppo", "memory": name, "policy_input": "both", **options}

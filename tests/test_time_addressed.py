@@ -1,4 +1,5 @@
-"""The time-addressed memory and its ``recall`` read-out: closed forms, then the wrappers and the agent."""
+"""The time-addressed memory and its ``recall`` and ``recall_sum`` read-outs: closed forms, then the wrappers and the
+agent."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from episodic_memory.envs.gym_envs import make_env
 from episodic_memory.models.dkm import DynamicKanervaMachine
 from episodic_memory.train.cli import main
 from episodic_memory.wrappers import EpisodicMemoryWrapper
+from episodic_memory.wrappers.core import EpisodicMemoryCore
 
 SIGMA = 0.1
 
@@ -49,16 +51,17 @@ def test_recall_is_the_posterior_mean_of_dense_gaussian_conditioning():
     K, C, T, B = 4, 3, 11, 2
     memory = TimeAddressedMemory(B, C, lags=(1, 3), positions=(0, 5), num_slots=K, obs_noise_std=SIGMA, dtype=torch.float64)
     codes = torch.randn(T, B, C, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    recalls = written(memory, codes)
+    reads = [memory.step(z) for z in codes] + [memory.step(torch.zeros(B, C, dtype=torch.float64), write=False)]
     P = time_addresses(K, memory.horizon)[:T]  # [T, K]
     for t in range(T + 1):
-        recall = memory.step(torch.zeros(B, C, dtype=torch.float64), write=False)["recall"] if t == T else recalls[t]
         Pt = P[:t]  # the addresses written before step t [t, K]
         for b in range(B):
             M = Pt.T @ torch.linalg.solve(Pt @ Pt.T + SIGMA**2 * torch.eye(t, dtype=torch.float64), codes[:t, b])  # [K, C]
             for query, tau in enumerate((t - 1, t - 3, 0, 5)):
                 expected = P[tau] @ M if 0 <= tau < t else torch.zeros(C, dtype=torch.float64)
-                torch.testing.assert_close(recall[b, query], expected, rtol=1e-9, atol=1e-10)
+                torch.testing.assert_close(reads[t]["recall"][b, query], expected, rtol=1e-9, atol=1e-10)
+            every_step = (Pt @ M).sum(0)  # the sum of the posterior means of all the codes written [C]
+            torch.testing.assert_close(reads[t]["recall_sum"][b], every_step, rtol=1e-9, atol=1e-10)
     U = torch.linalg.inv(torch.eye(K, dtype=torch.float64) + P.T @ P / SIGMA**2)  # the posterior row covariance
     torch.testing.assert_close(memory.U, U.expand(B, K, K), rtol=1e-9, atol=1e-10)
 
@@ -72,6 +75,15 @@ def test_within_k_steps_every_recall_is_the_code_shrunk_by_one_plus_sigma_square
     torch.testing.assert_close(recall[:, 1], shrink * codes[5], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(recall[:, 2], shrink * codes[0], rtol=1e-4, atol=1e-5)  # lag 7 is position 0
     torch.testing.assert_close(recall[:, 3], shrink * codes[0], rtol=1e-4, atol=1e-5)
+
+
+def test_within_k_steps_the_recall_sum_is_the_sum_of_the_codes_and_needs_no_lag():
+    memory = TimeAddressedMemory(3, 5, num_slots=8, obs_noise_std=SIGMA)
+    assert set(memory.readout_specs) == {"recall_sum"}
+    codes = torch.randn(8, 3, 5, generator=torch.Generator().manual_seed(3))
+    sums = [memory.step(z)["recall_sum"] for z in codes]
+    assert not sums[0].any()  # nothing written before the first step
+    torch.testing.assert_close(sums[-1], codes[:7].sum(0) / (1 + SIGMA**2), rtol=1e-4, atol=1e-5)
 
 
 def test_steps_not_written_read_as_zeros_and_a_read_only_step_does_not_advance():
@@ -96,8 +108,9 @@ def test_reset_empties_only_the_masked_memories():
     memory.reset(torch.tensor([False, True]))
     torch.testing.assert_close(memory.R[0], before)
     for z in codes[3:]:
-        recall = memory.step(z)["recall"]
-        torch.testing.assert_close(recall[1:], alone.step(z[1:])["recall"])
+        read, expected = memory.step(z), alone.step(z[1:])
+        torch.testing.assert_close(read["recall"][1:], expected["recall"])
+        torch.testing.assert_close(read["recall_sum"][1:], expected["recall_sum"])
     assert memory.t.tolist() == [6, 3]
 
 
@@ -106,7 +119,7 @@ def test_reset_empties_only_the_masked_memories():
     [
         ({"lags": (0,)}, "lags must be ints >= 1"),
         ({"positions": (-1,)}, "positions must be ints >= 0"),
-        ({}, "at least one lag or position"),
+        ({"lags": (1, True)}, "lags must be ints >= 1"),
         ({"lags": (1,), "num_slots": 0}, "num_slots must be a positive int"),
         ({"lags": (1,), "obs_noise_std": float("nan")}, "obs_noise_std must be a finite number > 0"),
     ],
@@ -135,6 +148,38 @@ def test_the_wrapper_recalls_the_codes_of_earlier_observations_and_is_check_env_
     check_env(env, skip_render_check=True)
 
 
+def test_a_recall_of_observations_returns_them_and_its_sum_counts_the_cards_dealt():
+    """CountRecall deals one of two colours a step and asks how often a colour has come up: the recall of the
+    one-hot observations must hold the earlier ones, and its sum the counts the environment keeps itself."""
+    base = make_env("popgym-CountRecallEasy-v0", imports=("popgym",))
+    machine = DynamicKanervaMachine.for_space(base.observation_space, code_size=12, num_slots=6)
+    env = EpisodicMemoryWrapper(
+        base, machine, readouts=("recall", "recall_sum"), recall_lags=(1,), recall_positions=(0,), recall_source="observation"
+    )
+    assert env.observation_space["recall"].shape == (2, 4) and env.observation_space["recall_sum"].shape == (4,)
+    obs, info = env.reset(seed=0)
+    one_hot = [np.concatenate([np.eye(2)[obs["observation"][0]], np.eye(2)[obs["observation"][1]]])]
+    shrink = 1 / (1 + SIGMA**2)
+    for _ in range(40):
+        obs, _, terminated, _, info = env.step(env.action_space.sample())
+        dealt, query = obs["observation"]
+        np.testing.assert_allclose(obs["recall"], shrink * np.stack([one_hot[-1], one_hot[0]]), rtol=1e-5, atol=1e-6)
+        counts = obs["recall_sum"][:2] / shrink + np.eye(2)[dealt]  # the cards dealt before this step, and this one
+        np.testing.assert_allclose(counts, info["counts"], rtol=1e-4, atol=1e-4)
+        one_hot.append(np.concatenate([np.eye(2)[dealt], np.eye(2)[query]]))
+        assert not terminated
+
+
+def test_a_recall_of_observations_refuses_frames_the_machine_resizes():
+    machine = DynamicKanervaMachine.for_space(spaces.Box(0, 255, (32, 32, 3), np.uint8), code_size=8, num_slots=4)
+    core = EpisodicMemoryCore(machine, 1, readouts=("recall",), recall_lags=(1,), recall_source="observation")
+    assert core.readout_specs()["recall"].shape == (1, 32 * 32 * 3)
+    with pytest.raises(ValueError, match=r"keeps observations of the machine's input shape \(32, 32, 3\), got \(40, 40, 3\)"):
+        core.step(np.zeros((1, 40, 40, 3), np.uint8))
+    with pytest.raises(ValueError, match="recall_source must be one of"):
+        EpisodicMemoryCore(machine, 1, recall_lags=(1,), recall_source="frames")
+
+
 AGENT = ["--num-envs", "2", "--n-steps", "32", "--batch-size", "32", "--code-size", "12", "--num-slots", "6"]
 
 
@@ -160,6 +205,28 @@ def test_the_agent_config_adds_recall_to_the_read_outs_and_says_what_it_needs():
         AgentConfig(memory="dkm", readouts=("recall",))
     with pytest.raises(ValueError, match="need --memory, not none"):
         AgentConfig(memory="none", recall_lags=(1,))
+    with pytest.raises(ValueError, match="--recall-source observation .* runs with --recall-lags, --recall-positions or"):
+        AgentConfig(memory="dkm", recall_source="observation")
+
+
+def test_the_agent_sees_the_observations_recalled_and_their_sum_without_a_lag():
+    config = AgentConfig(
+        env_id="popgym-CountRecallEasy-v0",
+        memory="dkm",
+        readouts=("recall_sum",),
+        recall_source="observation",
+        device="cpu",
+        num_envs=2,
+        code_size=12,
+        num_slots=6,
+    )
+    venv = make_agent_env(config)
+    assert venv.observation_space["recall_sum"].shape == (4,)  # two one-hot entries of two values each
+    obs = venv.reset()
+    assert not obs["recall_sum"].any()
+    for _ in range(5):
+        obs, *_ = venv.step(np.zeros(2, dtype=np.int64))
+    np.testing.assert_allclose(obs["recall_sum"].sum(1), 2 * 5 / (1 + SIGMA**2), rtol=1e-5)  # 5 steps of two one-hots
 
 
 def test_the_extractor_normalises_each_recalled_code_on_its_own():
@@ -172,3 +239,17 @@ def test_the_extractor_normalises_each_recalled_code_on_its_own():
     scaled = {**obs, "recall": obs["recall"] * torch.tensor([1.0, 30.0, 0.5])[None, :, None]}  # each row its own scale
     torch.testing.assert_close(extractor(scaled), extractor(obs), rtol=1e-3, atol=1e-4)
     assert not torch.allclose(raw(scaled), raw(obs))
+
+
+def test_the_extractor_keeps_the_magnitude_of_a_total_and_compresses_it():
+    space = spaces.Dict({"observation": spaces.Box(-1, 1, (4,)), "sum": spaces.Box(-np.inf, np.inf, (4,))})
+    torch.manual_seed(0)
+    total = MemoryFeaturesExtractor(space, readout_kinds={"sum": "total"})
+    code = MemoryFeaturesExtractor(space, readout_kinds={"sum": "code"})
+    code.load_state_dict(total.state_dict())
+    obs = {"observation": torch.rand(1, 4).expand(2, 4), "sum": torch.tensor([[3.0, 1.0, 2.0, 2.0], [6.0, 2.0, 4.0, 4.0]])}
+    doubled = code(obs)
+    torch.testing.assert_close(doubled[0], doubled[1])  # a code's layer norm drops the scale: 2x the counts, same input
+    assert not torch.allclose(total(obs)[0], total(obs)[1])  # a total keeps it
+    huge = {**obs, "sum": obs["sum"] * 1e6}
+    assert total(huge).abs().max() < 1e3  # symlog: a million times the counts stays of order ten

@@ -1,8 +1,8 @@
 """A Kanerva memory addressed by time: every code written at its step's address, read back by step.
 
 Shapes: ``B`` memories, ``K`` slots, ``C`` code size, ``L`` queries; codes ``z [B, C]``, addresses
-``p(t) [K]``, the posterior mean ``R [B, K, C]`` and row covariance ``U [B, K, K]``; the read-out
-``recall [B, L, C]``.
+``p(t) [K]``, the posterior mean ``R [B, K, C]`` and row covariance ``U [B, K, K]``; the read-outs
+``recall [B, L, C]`` and ``recall_sum [B, C]``.
 
 A memory addressed by content (the DKM's, a Hopfield network) keeps what an episode showed, not
 when: its posterior does not depend on the order of the writes. This one keeps the order. It is
@@ -12,6 +12,10 @@ Bayesian update), and the read at ``w = p(τ)`` (KM eq. 6, ``wᵀR``) is the pos
 code written at step ``τ``. A step is queried by its lag (``τ = t − ℓ``, ``t`` the step being read,
 so lag 1 is the previous observation) or by its position in the episode (``τ`` fixed, 0 the first
 observation). A step not written yet (``τ < 0`` or ``τ >= t``) reads as zeros.
+
+The read at the sum of the written steps' addresses, ``(Σ_{τ<t} p(τ))ᵀR``, is by linearity the sum of
+their recalls: ``recall_sum``, what the episode has shown so far, summed (of one-hot observations, how
+often each value came up; a memory of sets, which needs no order, answers it as well).
 
 Our choices, where the Kanerva Machine has addresses learned from frames:
 
@@ -55,9 +59,13 @@ def time_addresses(num_slots: int, horizon: int, seed: int = 0) -> torch.Tensor:
 class TimeAddressedMemory(MemoryBackend):
     """B Kanerva memories, each written one code per step at the step's address and read at chosen steps.
 
-    Read-out of :meth:`step`, from the memory before the step's write: ``recall [L, C]`` (kind
-    ``sequence``), the posterior means of the codes of the queried steps, lags first, then positions,
-    in the order given; zeros for a step not written yet.
+    Read-outs of :meth:`step`, from the memory before the step's write:
+
+    - ``recall [L, C]`` (kind ``sequence``; when there are lags or positions), the posterior means of the
+      codes of the queried steps, lags first, then positions, in the order given; zeros for a step not
+      written yet;
+    - ``recall_sum [C]`` (kind ``total``), the read at the sum of the written steps' addresses: the sum of
+      every written step's recall, zeros before the first write.
 
     :param lags: steps back from the one being read (each >= 1).
     :param positions: steps from the start of the episode (each >= 0).
@@ -83,8 +91,6 @@ class TimeAddressedMemory(MemoryBackend):
         for name, values, low in (("lags", lags, 1), ("positions", positions, 0)):
             if any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in values):
                 raise ValueError(f"{name} must be ints >= {low}, actual value: {values!r}")
-        if not lags and not positions:
-            raise ValueError("a time-addressed memory needs at least one lag or position to read")
         for name, value in (("num_slots", num_slots), ("horizon", horizon)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, actual value: {value!r}")
@@ -105,10 +111,13 @@ class TimeAddressedMemory(MemoryBackend):
         self.R = torch.zeros(B, K, C, dtype=dtype, device=self.device)  # prior mean R0 = 0
         self.U = torch.eye(K, dtype=dtype, device=self.device).expand(B, K, K).clone()  # prior row covariance U0 = I
         self.t = torch.zeros(B, dtype=torch.long, device=self.device)  # steps written since the reset
+        self.address_sum = torch.zeros(B, K, dtype=dtype, device=self.device)  # Σ_{τ<t} p(τ)
 
     @property
     def readout_specs(self) -> dict[str, ReadoutSpec]:
-        return {"recall": ReadoutSpec((len(self.lags) + len(self.positions), self.code_size), "sequence")}
+        num_steps = len(self.lags) + len(self.positions)
+        recall = {"recall": ReadoutSpec((num_steps, self.code_size), "sequence")} if num_steps else {}
+        return {**recall, "recall_sum": ReadoutSpec((self.code_size,), "total")}
 
     @property
     def state_floats(self) -> int:
@@ -120,14 +129,18 @@ class TimeAddressedMemory(MemoryBackend):
             self.R.zero_()
             self.U.copy_(torch.eye(self.num_slots, dtype=self.dtype, device=self.device))
             self.t.zero_()
+            self.address_sum.zero_()
             return
         mask = self._check_mask(mask)
         self.R[mask] = 0.0
         self.U[mask] = torch.eye(self.num_slots, dtype=self.dtype, device=self.device)
         self.t[mask] = 0
+        self.address_sum[mask] = 0.0
 
     def _step(self, z: torch.Tensor, write: bool, wanted: frozenset[str]) -> dict[str, torch.Tensor]:
         out = {"recall": self._recall()} if "recall" in wanted else {}
+        if "recall_sum" in wanted:
+            out["recall_sum"] = (self.address_sum[:, None] @ self.R)[:, 0]  # KM eq. 6 at Σ p(τ) [B, C]
         if write:
             self._write(z)
         return out
@@ -144,4 +157,5 @@ class TimeAddressedMemory(MemoryBackend):
         """Rank-one Bayesian write of ``z [B, C]`` at ``w = p(t)`` (KM eq. 9-11); then ``t += 1``."""
         w = self.addresses[self.t % self.horizon]  # [B, K]
         self.R, self.U = write_one(MemoryState(self.R, self.U), z[:, None], w[:, None], self.obs_noise_var)
+        self.address_sum += w
         self.t += 1

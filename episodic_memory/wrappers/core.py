@@ -22,12 +22,15 @@ backends are:
 and every backend adds ``code [B, C]``, the observation's own code ``z = e(x)``, what a policy can
 run on instead of pixels (the encoder runs once per observation for the read-outs and the write).
 
-Optionally (``recall_lags``, ``recall_positions``), a second memory of the same codes keeps their
-order: a :class:`~episodic_memory.backends.TimeAddressedMemory` writes each code at its step's
-address, and its read-out ``recall [B, L, C]`` returns the codes of chosen steps, by lag (1: the
-previous observation) or by position in the episode (0: the first). A memory addressed by content
-cannot answer "what came 3 steps ago"; this one can, exactly while an episode has at most
-``recall_slots`` steps.
+Optionally (``recall_lags``, ``recall_positions``, or the ``recall_sum`` read-out), a second memory
+keeps the order of the codes: a :class:`~episodic_memory.backends.TimeAddressedMemory` writes each
+code at its step's address, and its read-out ``recall [B, L, C]`` returns the codes of chosen steps,
+by lag (1: the previous observation) or by position in the episode (0: the first). A memory addressed
+by content cannot answer "what came 3 steps ago"; this one can, exactly while an episode has at most
+``recall_slots`` steps. Its ``recall_sum [B, C]`` is the sum of every step's recall so far. With
+``recall_source="observation"`` it keeps the observations themselves (flattened, as the machine
+reads them, ``C = prod(input_shape)``) instead of their codes: of one-hot observations, ``recall``
+is a frame stack and ``recall_sum`` counts how often each value came up.
 
 How a code is addressed follows the machine. A DKM solves its weights against the memory
 (eq. 6), as above. A KM uses its own learned addresses ``w = A f(ȳ)`` (KM eq. 5, ``ȳ`` the mean
@@ -71,12 +74,23 @@ from episodic_memory.backends import MemoryBackend, ReadoutSpec, TimeAddressedMe
 from episodic_memory.models.machine import GenerativeMemory, load_machine
 from episodic_memory.registry import backend_kind, check_backend_machine, own_backend
 
-__all__ = ["DEFAULT_READOUTS", "READOUTS", "Readout", "EpisodicMemoryCore", "check_novelty_reward", "resolve_machine"]
+__all__ = [
+    "DEFAULT_READOUTS",
+    "READOUTS",
+    "RECALL_SOURCES",
+    "Readout",
+    "RecallSource",
+    "EpisodicMemoryCore",
+    "check_novelty_reward",
+    "resolve_machine",
+]
 
-Readout = Literal["retrieval", "novelty", "memory", "code", "recall"]
-READOUTS: tuple[Readout, ...] = ("retrieval", "novelty", "memory", "code", "recall")
-"""Every read-out name: the backends' (``retrieval``, ``novelty``, ``memory``: each declares which it has), ``code``
-and ``recall`` (the time-addressed memory's, when it runs)."""
+Readout = Literal["retrieval", "novelty", "memory", "code", "recall", "recall_sum"]
+READOUTS: tuple[Readout, ...] = ("retrieval", "novelty", "memory", "code", "recall", "recall_sum")
+"""Every read-out name: the backends' (``retrieval``, ``novelty``, ``memory``: each declares which it has), ``code``,
+and the time-addressed memory's ``recall`` and ``recall_sum``."""
+RecallSource = Literal["code", "observation"]
+RECALL_SOURCES: tuple[RecallSource, ...] = ("code", "observation")
 DEFAULT_READOUTS: tuple[Readout, ...] = ("retrieval", "novelty", "memory")
 """The read-outs of the Kanerva backends, which the wrappers add unless told otherwise (every declared one)."""
 
@@ -118,7 +132,10 @@ class EpisodicMemoryCore:
     :param backend: a name of :data:`~episodic_memory.registry.BACKENDS`; None runs the machine's own memory.
     :param recall_lags: steps back (each >= 1) whose codes the ``recall`` read-out returns.
     :param recall_positions: steps from the episode's start (each >= 0) whose codes ``recall`` returns, after the lags'.
-    :param recall_slots: K of the time-addressed memory (module docstring); used when there are lags or positions.
+    :param recall_slots: K of the time-addressed memory (module docstring); used when it runs: with lags or
+        positions, or when ``readouts`` has ``recall_sum``.
+    :param recall_source: what the time-addressed memory keeps: ``code`` (the machine's codes) or ``observation``
+        (the observations as the machine reads them, flattened; they must then have its input shape).
     """
 
     def __init__(
@@ -132,6 +149,7 @@ class EpisodicMemoryCore:
         recall_lags: Sequence[int] = (),
         recall_positions: Sequence[int] = (),
         recall_slots: int = 64,
+        recall_source: RecallSource = "code",
     ) -> None:
         if isinstance(readouts, str):
             raise ValueError(f"readouts must be a sequence of names from {list(READOUTS)}, not one string: {readouts!r}")
@@ -143,22 +161,31 @@ class EpisodicMemoryCore:
         self.machine = machine
         self._inputs = kind.inputs
         self.backend: MemoryBackend = kind.build(machine, batch_size, attractor_steps)
+        if recall_source not in RECALL_SOURCES:
+            raise ValueError(f"recall_source must be one of {list(RECALL_SOURCES)}, actual value: {recall_source!r}")
+        self.recall_source = recall_source
+        runs_recall = bool(tuple(recall_lags) or tuple(recall_positions) or (readouts and "recall_sum" in readouts))
         self.recall = (
             TimeAddressedMemory(
                 batch_size,
-                machine.code_size,
+                machine.code_size if recall_source == "code" else math.prod(machine.input_shape),
                 recall_lags,
                 recall_positions,
                 recall_slots,
                 dtype=machine.dtype,
                 device=machine.device,
             )
-            if tuple(recall_lags) or tuple(recall_positions)
+            if runs_recall
             else None
         )
         recall_specs = {} if self.recall is None else self.recall.readout_specs
         available = {**self.backend.readout_specs, "code": ReadoutSpec((machine.code_size,), "code"), **recall_specs}
-        readouts = (*self.backend.readout_specs, *recall_specs) if readouts is None else tuple(readouts)
+        # by default every read-out of the backend and the recall of the lags and positions asked for
+        readouts = (
+            (*self.backend.readout_specs, *(name for name in recall_specs if name != "recall_sum"))
+            if readouts is None
+            else tuple(readouts)
+        )
         unknown = sorted(set(readouts) - set(available))
         if unknown or len(set(readouts)) != len(readouts):
             raise ValueError(
@@ -231,7 +258,8 @@ class EpisodicMemoryCore:
         out = self.backend.step(inputs, write=write, readouts=[name for name in self.backend.readout_specs if name in wanted])
         out["code"] = z
         if self.recall is not None:  # written every step, read only when selected
-            out.update(self.recall.step(z, write=write, readouts=self._recall_readouts))
+            kept = z if self.recall_source == "code" else self._observations_kept(observations)
+            out.update(self.recall.step(kept, write=write, readouts=self._recall_readouts))
         self.last_code, self.last_retrieval = z, out["retrieval"]
         novelty = out["novelty"][:, 0]  # [B]
         if self._prior is not None:
@@ -240,6 +268,16 @@ class EpisodicMemoryCore:
             self.last_bonus = bonus.to("cpu", torch.float32).numpy()
         self.last_novelty = novelty.to("cpu", torch.float32).numpy()
         return {name: out[name].to("cpu", torch.float32).numpy() for name in self.readouts}
+
+    def _observations_kept(self, observations: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Observations ``[B, *input_shape]`` as the time-addressed memory keeps them, ``[B, prod(input_shape)]``."""
+        x = torch.as_tensor(np.asarray(observations) if not isinstance(observations, torch.Tensor) else observations)
+        if tuple(x.shape[1:]) != tuple(self.machine.input_shape):
+            raise ValueError(
+                f"recall_source='observation' keeps observations of the machine's input shape {tuple(self.machine.input_shape)}, "
+                f"got {tuple(x.shape[1:])}: resize them before the wrapper, or recall the codes"
+            )
+        return x.flatten(1).to(self.machine.device, self.machine.dtype)
 
     def reset(self, mask: np.ndarray | torch.Tensor | None = None) -> None:
         """Return the memories of the environments where ``mask [B]`` is True (all if None) to the prior."""

@@ -26,7 +26,7 @@ from gymnasium import spaces
 
 from episodic_memory.models.machine import GenerativeMemory
 from episodic_memory.models.observations import ObservationEncoding, batch_of_one, readable_keys
-from episodic_memory.wrappers.core import EpisodicMemoryCore, Readout, resolve_machine
+from episodic_memory.wrappers.core import EpisodicMemoryCore, Readout, RecallSource, resolve_machine
 
 __all__ = [
     "EpisodicMemoryVectorWrapper",
@@ -118,8 +118,9 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
     :param machine: a trained (or freshly built) DKM or KM, or the path of its checkpoint.
     :param readouts: any of the backend's read-outs (the Kanerva backends': ``"retrieval"`` (C floats),
         ``"novelty"`` (1 float), ``"memory"`` (K x C); the classical ones': ``"retrieval"``, ``"novelty"``)
-        ``"code"`` (C floats, the observation's own code) and ``"recall"`` (L x C, with ``recall_lags`` or
-        ``recall_positions``); None (default): every read-out of the backend, and ``recall`` when it runs.
+        ``"code"`` (C floats, the observation's own code), ``"recall"`` (L x C, with ``recall_lags`` or
+        ``recall_positions``) and ``"recall_sum"`` (C floats, the sum of the episode's recalled steps); None
+        (default): every read-out of the backend, and ``recall`` when there are lags or positions.
     :param attractor_steps: iterations of the backend's retrieval dynamics (the DKM's code-space attractor).
     :param obs_key: for ``Dict`` observations, the key (or keys, flattened together) the memory reads;
         None reads every key but the ``Text`` ones.
@@ -140,6 +141,9 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
     :param recall_positions: steps from the episode's start (0: its first observation) whose codes ``recall`` returns
         after the lags'. Neither lags nor positions (default): no ``recall``.
     :param recall_slots: K of the time-addressed memory: it recalls exactly while an episode has at most K steps.
+    :param recall_source: what the time-addressed memory keeps: ``"code"`` (default), or ``"observation"``, the
+        observations as the machine reads them (flattened; a one-hot vector for a ``Discrete`` space), so that
+        ``recall`` returns them as they were and ``C`` is their size.
 
     Example::
 
@@ -163,6 +167,7 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
         recall_lags: Sequence[int] = (),
         recall_positions: Sequence[int] = (),
         recall_slots: int = 64,
+        recall_source: RecallSource = "code",
     ) -> None:
         gymnasium.utils.RecordConstructorArgs.__init__(
             self,
@@ -177,6 +182,7 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
             recall_lags=recall_lags,
             recall_positions=recall_positions,
             recall_slots=recall_slots,
+            recall_source=recall_source,
         )
         gymnasium.Wrapper.__init__(self, env)
         self.core = EpisodicMemoryCore(
@@ -189,6 +195,7 @@ class EpisodicMemoryWrapper(gymnasium.Wrapper, gymnasium.utils.RecordConstructor
             recall_lags,
             recall_positions,
             recall_slots,
+            recall_source,
         )
         self.obs_key = obs_key
         self.last_step_seconds = 0.0  # wall time of the latest memory step (encode, read-outs, write)
@@ -260,6 +267,7 @@ class EpisodicMemoryVectorWrapper(gymnasium.vector.VectorWrapper):
         recall_lags: Sequence[int] = (),
         recall_positions: Sequence[int] = (),
         recall_slots: int = 64,
+        recall_source: RecallSource = "code",
     ) -> None:
         super().__init__(env)
         self.autoreset_mode = _autoreset_mode(env)
@@ -273,6 +281,7 @@ class EpisodicMemoryVectorWrapper(gymnasium.vector.VectorWrapper):
             recall_lags,
             recall_positions,
             recall_slots,
+            recall_source,
         )
         self.obs_key = obs_key
         self.single_observation_space, self.layout = memory_observation_space(

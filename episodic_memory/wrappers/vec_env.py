@@ -29,7 +29,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from episodic_memory.models.machine import GenerativeMemory
-from episodic_memory.wrappers.core import EpisodicMemoryCore, Readout, resolve_machine
+from episodic_memory.wrappers.core import EpisodicMemoryCore, Readout, RecallSource, resolve_machine
 from episodic_memory.wrappers.env import batch_of_one, memory_observation_space
 
 __all__ = ["VecEpisodicMemory"]
@@ -61,6 +61,7 @@ class VecEpisodicMemory(VecEnvWrapper):
         recall_lags: Sequence[int] = (),
         recall_positions: Sequence[int] = (),
         recall_slots: int = 64,
+        recall_source: RecallSource = "code",
     ) -> None:
         self.core = EpisodicMemoryCore(
             resolve_machine(machine, device),
@@ -72,6 +73,7 @@ class VecEpisodicMemory(VecEnvWrapper):
             recall_lags,
             recall_positions,
             recall_slots,
+            recall_source,
         )
         self.obs_key = obs_key
         self.last_step_seconds = 0.0  # wall time of the latest batched memory step
