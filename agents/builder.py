@@ -43,7 +43,7 @@ from episodic_memory import DynamicKanervaMachine, GenerativeMemory
 from episodic_memory.agents.extractors import MemoryFeaturesExtractor
 from episodic_memory.agents.frame_stack import VecFrameStackKeys
 from episodic_memory.agents.replay import Float16ReadoutsReplayBuffer
-from episodic_memory.envs.gym_envs import agent_observations, make_env, random_observations, stackable
+from episodic_memory.envs.gym_envs import agent_observations, make_env, random_observations, stackable, time_aware
 from episodic_memory.models.observations import ObservationEncoding
 from episodic_memory.registry import BACKENDS, backend_kind, check_backend_machine
 from episodic_memory.wrappers.core import READOUTS, resolve_machine
@@ -177,6 +177,14 @@ class AgentConfig:
             "with --policy-input readouts) is stacked, not the read-outs"
         },
     )
+    time_feature: bool = field(
+        default=False,
+        metadata={
+            "help": "append t/T, the elapsed fraction of the env's step limit, to its (flat) observation (Gymnasium's "
+            "TimeAwareObservation), before any memory or frame stack: fixed-length episodes such as POPGym's then tell "
+            "the value function how much return is left (README: the memory suite)"
+        },
+    )
     code_size: int = field(default=100, metadata={"help": "code size of a fresh machine (ignored with --memory-checkpoint)"})
     num_slots: int = field(default=32, metadata={"help": "memory rows of a fresh machine (ignored with --memory-checkpoint)"})
     num_envs: int = field(default=8, metadata={"help": "parallel environments"})
@@ -253,7 +261,7 @@ def make_machine(
     obs_key = _obs_key(config)
     if config.memory_checkpoint:
         if observation_space is None:
-            env = make_env(config.env_id, config.frame_size, config.env_kwargs, config.imports)
+            env = config_env(config)
             observation_space = env.observation_space
             env.close()
         machine = resolve_machine(config.memory_checkpoint, device)
@@ -266,7 +274,7 @@ def make_machine(
                 f"read the agent's frames of shape {encoding.frame_shape}: {problem} ({config.env_id} gives {observation_space})"
             )
         return machine
-    env = make_env(config.env_id, config.frame_size, config.env_kwargs, config.imports)
+    env = config_env(config)
     try:
         torch.manual_seed(config.seed)
         cls = backend_kind(config.memory).machine or DynamicKanervaMachine
@@ -275,6 +283,13 @@ def make_machine(
     finally:
         env.close()
     return machine.to(device).eval()
+
+
+def config_env(config: AgentConfig) -> gymnasium.Env:
+    """One environment as ``config`` makes it (:func:`~episodic_memory.envs.gym_envs.make_env`; ``time_feature``:
+    :func:`~episodic_memory.envs.gym_envs.time_aware`), before any memory or frame stack."""
+    env = make_env(config.env_id, config.frame_size, config.env_kwargs, config.imports)
+    return time_aware(env) if config.time_feature else env
 
 
 def _obs_key(config: AgentConfig) -> str | tuple[str, ...] | None:
@@ -312,7 +327,7 @@ def make_agent_env(
         )
     if not isinstance(config.frame_stack, int) or isinstance(config.frame_stack, bool) or config.frame_stack < 1:
         raise ValueError(f"frame_stack must be an int >= 1, actual value: {config.frame_stack!r}")
-    make = [lambda: make_env(config.env_id, config.frame_size, config.env_kwargs, config.imports) for _ in range(config.num_envs)]
+    make = [lambda: config_env(config) for _ in range(config.num_envs)]
     if config.frame_stack > 1 and config.memory == "none":
         make = [lambda fn=fn: stackable(fn()) for fn in make]
     if config.memory == "none":

@@ -23,8 +23,8 @@ interrupted run continues from its last checkpoint.
 
 Usage::
 
-    python benchmarks/memory_suite.py --jobs 2                      # the default: 6 POPGym tasks x 8 methods, seed 0 (~85 min)
-    python benchmarks/memory_suite.py --jobs 2 --methods all        # every method (25), about 3 hours
+    python benchmarks/memory_suite.py --jobs 2                      # the default: 6 POPGym tasks x 9 methods, seed 0 (~90 min)
+    python benchmarks/memory_suite.py --jobs 2 --methods all        # every method (28), about 3 hours
     python benchmarks/memory_suite.py --tasks RepeatFirstEasy --methods ppo ppo+dkm --seeds 0 1 2 --steps 200000
     python benchmarks/memory_suite.py --tasks MemoryS7 --steps 300000 --memory-checkpoint runs/demo/dkm/model.safetensors
     python benchmarks/memory_suite.py --report                       # tables and figure of the runs already in --out
@@ -126,6 +126,14 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
         "recall_lags": RECALL_LAGS,
         "recall_positions": RECALL_POSITIONS,
     },
+    "ppo+recall+sum": {
+        "algo": "ppo",
+        "memory": "dkm",
+        "policy_input": "both",
+        "readouts": ("recall", "recall_sum"),
+        "recall_lags": RECALL_LAGS,
+        "recall_positions": RECALL_POSITIONS,
+    },
     # The same recall of the observations themselves (one-hot for POPGym: a frame stack and the first observation),
     # and with the sum of every step's recall (of one-hot observations, how often each value came up).
     "ppo+recall-obs": {
@@ -145,6 +153,21 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
         "recall_lags": RECALL_LAGS,
         "recall_positions": RECALL_POSITIONS,
         "recall_source": "observation",
+    },
+    # Controls: the step count t/T beside the observation (--time-feature), which recall_sum carries for one-hot
+    # observations (README: the memory suite), given to the baselines and to the recall without the sum.
+    "ppo+time": {"algo": "ppo", "memory": "none", "time_feature": True},
+    "ppo+framestack+time": {"algo": "ppo", "memory": "none", "frame_stack": 4, "time_feature": True},
+    "recurrent_ppo+time": {"algo": "recurrent_ppo", "memory": "none", "time_feature": True},
+    "ppo+recall-obs+time": {
+        "algo": "ppo",
+        "memory": "dkm",
+        "policy_input": "both",
+        "readouts": ("recall",),
+        "recall_lags": RECALL_LAGS,
+        "recall_positions": RECALL_POSITIONS,
+        "recall_source": "observation",
+        "time_feature": True,
     },
     # The Product Kanerva Machine's, Kanerva++'s and the EBMM's memories, as the DKM's two main methods read theirs.
     **{
@@ -166,7 +189,7 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
     },
 }
 BASELINE = "recurrent_ppo"
-DEFAULT_METHODS = (  # the issue's methods and the best of each kind of read-out: about 85 minutes with --jobs 2
+DEFAULT_METHODS = (  # the issue's methods and the best of each kind of read-out: about 90 minutes with --jobs 2
     "ppo",
     "ppo+framestack",
     "recurrent_ppo",
@@ -175,6 +198,7 @@ DEFAULT_METHODS = (  # the issue's methods and the best of each kind of read-out
     "ppo+km",
     "ppo+dkm-linear+std",
     "ppo+recall",
+    "ppo+recall-obs+sum",
 )
 
 

@@ -26,7 +26,7 @@ from minigrid.minigrid_env import MiniGridEnv
 from episodic_memory.envs.mazes import FrameObservation, make_registered
 from episodic_memory.models.observations import readable_keys
 
-__all__ = ["agent_observations", "import_modules", "make_env", "random_observations", "stackable"]
+__all__ = ["agent_observations", "import_modules", "make_env", "random_observations", "stackable", "time_aware"]
 
 
 def import_modules(modules: Sequence[str]) -> None:
@@ -109,6 +109,31 @@ def stackable(env: gymnasium.Env) -> gymnasium.Env:
     if isinstance(space, spaces.Dict) and len(readable_keys(space)) < len(space.spaces):
         env = gymnasium.wrappers.FilterObservation(env, list(readable_keys(space)))
     return gymnasium.wrappers.FlattenObservation(env)
+
+
+def time_aware(env: gymnasium.Env) -> gymnasium.Env:
+    """``env`` with the elapsed fraction of its step limit, ``t / T``, appended to a flat observation (Gymnasium's
+    ``TimeAwareObservation``, normalised and flattened; discrete observations one-hot).
+
+    ``T`` is the limit of the env's spec (``max_episode_steps``), or else one more than the env's own step limit
+    (POPGym's ``max_episode_length``, MiniGrid's ``max_steps``), held by a ``TimeLimit`` that therefore never ends
+    an episode before the env does. Episodes of a fixed length (POPGym's) let a value function read the return left
+    from it.
+
+    :raises ValueError: for image observations (flattening would destroy them), or an env without a step limit.
+    """
+    space = env.observation_space
+    if isinstance(space, spaces.Box) and len(space.shape) == 3 or isinstance(space, spaces.Dict):
+        raise ValueError(f"--time-feature appends t/T to a flat observation; this env's observations are {space}")
+    if env.spec is None or env.spec.max_episode_steps is None:
+        limit = getattr(env.unwrapped, "max_episode_length", None) or getattr(env.unwrapped, "max_steps", None)
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError(
+                "--time-feature needs the env's step limit: this env has no max_episode_steps in its spec and no "
+                "max_episode_length or max_steps; set one with --env-kwargs '{\"max_episode_steps\": N}'"
+            )
+        env = gymnasium.wrappers.TimeLimit(env, limit + 1)
+    return gymnasium.wrappers.TimeAwareObservation(env, flatten=True, normalize_time=True)
 
 
 def random_observations(env: gymnasium.Env, steps: int, seed: int) -> list[Any]:
