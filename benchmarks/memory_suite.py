@@ -83,6 +83,13 @@ TASKS = {
 POPGYM_TASKS = tuple(name for name, task in TASKS.items() if not task.minigrid)
 
 RECALL_LAGS, RECALL_POSITIONS = (1, 2, 3, 4), (0,)  # the recall methods' steps: the frame stack's window, and the first
+RECALL = {
+    "algo": "ppo",
+    "memory": "dkm",
+    "policy_input": "both",
+    "recall_lags": RECALL_LAGS,
+    "recall_positions": RECALL_POSITIONS,
+}
 METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options that make it
     "ppo": {"algo": "ppo", "memory": "none"},
     "ppo+framestack": {"algo": "ppo", "memory": "none", "frame_stack": 4},  # SB3's advice before an LSTM
@@ -109,66 +116,19 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> the TrainAgentConfig options t
     "ppo+dkm+framestack": {"algo": "ppo", "memory": "dkm", "policy_input": "both", "frame_stack": 4},  # order beside the memory
     # Order: the codes of the last steps and of the first, recalled from a time-addressed memory (README: recall by time),
     # beside the best DKM method's read-outs, and alone beside the observation.
-    "ppo+dkm-linear+std+recall": {
-        "algo": "ppo",
-        "memory": "dkm",
-        "policy_input": "both",
-        "memory_head": "linear",
-        "standardise_readouts": True,
-        "recall_lags": RECALL_LAGS,
-        "recall_positions": RECALL_POSITIONS,
-    },
-    "ppo+recall": {
-        "algo": "ppo",
-        "memory": "dkm",
-        "policy_input": "both",
-        "readouts": ("recall",),
-        "recall_lags": RECALL_LAGS,
-        "recall_positions": RECALL_POSITIONS,
-    },
-    "ppo+recall+sum": {
-        "algo": "ppo",
-        "memory": "dkm",
-        "policy_input": "both",
-        "readouts": ("recall", "recall_sum"),
-        "recall_lags": RECALL_LAGS,
-        "recall_positions": RECALL_POSITIONS,
-    },
+    "ppo+dkm-linear+std+recall": {**RECALL, "memory_head": "linear", "standardise_readouts": True},
+    "ppo+recall": {**RECALL, "readouts": ("recall",)},
+    "ppo+recall+sum": {**RECALL, "readouts": ("recall", "recall_sum")},
     # The same recall of the observations themselves (one-hot for POPGym: a frame stack and the first observation),
     # and with the sum of every step's recall (of one-hot observations, how often each value came up).
-    "ppo+recall-obs": {
-        "algo": "ppo",
-        "memory": "dkm",
-        "policy_input": "both",
-        "readouts": ("recall",),
-        "recall_lags": RECALL_LAGS,
-        "recall_positions": RECALL_POSITIONS,
-        "recall_source": "observation",
-    },
-    "ppo+recall-obs+sum": {
-        "algo": "ppo",
-        "memory": "dkm",
-        "policy_input": "both",
-        "readouts": ("recall", "recall_sum"),
-        "recall_lags": RECALL_LAGS,
-        "recall_positions": RECALL_POSITIONS,
-        "recall_source": "observation",
-    },
+    "ppo+recall-obs": {**RECALL, "readouts": ("recall",), "recall_source": "observation"},
+    "ppo+recall-obs+sum": {**RECALL, "readouts": ("recall", "recall_sum"), "recall_source": "observation"},
     # Controls: the step count t/T beside the observation (--time-feature), which recall_sum carries for one-hot
     # observations (README: the memory suite), given to the baselines and to the recall without the sum.
     "ppo+time": {"algo": "ppo", "memory": "none", "time_feature": True},
     "ppo+framestack+time": {"algo": "ppo", "memory": "none", "frame_stack": 4, "time_feature": True},
     "recurrent_ppo+time": {"algo": "recurrent_ppo", "memory": "none", "time_feature": True},
-    "ppo+recall-obs+time": {
-        "algo": "ppo",
-        "memory": "dkm",
-        "policy_input": "both",
-        "readouts": ("recall",),
-        "recall_lags": RECALL_LAGS,
-        "recall_positions": RECALL_POSITIONS,
-        "recall_source": "observation",
-        "time_feature": True,
-    },
+    "ppo+recall-obs+time": {**RECALL, "readouts": ("recall",), "recall_source": "observation", "time_feature": True},
     # The Product Kanerva Machine's, Kanerva++'s and the EBMM's memories, as the DKM's two main methods read theirs.
     **{
         f"ppo+{name}{suffix}": {"algo": "ppo", "memory": name, "policy_input": "both", **options}
