@@ -24,7 +24,7 @@ interrupted run continues from its last checkpoint.
 Usage::
 
     python benchmarks/memory_suite.py --jobs 2                      # the default: 6 POPGym tasks x 9 methods, seed 0 (~90 min)
-    python benchmarks/memory_suite.py --jobs 2 --methods all        # every method (28), about 3 hours
+    python benchmarks/memory_suite.py --jobs 2 --methods all        # every method (30), about 4-5 hours
     python benchmarks/memory_suite.py --tasks RepeatFirstEasy --methods ppo ppo+dkm --seeds 0 1 2 --steps 200000
     python benchmarks/memory_suite.py --tasks MemoryS7 --steps 300000 --memory-checkpoint runs/demo/dkm/model.safetensors
     python benchmarks/memory_suite.py --report                       # tables and figure of the runs already in --out
