@@ -123,7 +123,7 @@ def time_aware(env: gymnasium.Env) -> gymnasium.Env:
     :raises ValueError: for image observations (flattening would destroy them), or an env without a step limit.
     """
     space = env.observation_space
-    if isinstance(space, spaces.Box) and len(space.shape) == 3 or isinstance(space, spaces.Dict):
+    if isinstance(space, spaces.Dict) or (isinstance(space, spaces.Box) and len(space.shape) == 3):
         raise ValueError(f"--time-feature appends t/T to a flat observation; this env's observations are {space}")
     if env.spec is None or env.spec.max_episode_steps is None:
         limit = getattr(env.unwrapped, "max_episode_length", None) or getattr(env.unwrapped, "max_steps", None)

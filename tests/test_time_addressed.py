@@ -86,6 +86,17 @@ def test_within_k_steps_the_recall_sum_is_the_sum_of_the_codes_and_needs_no_lag(
     torch.testing.assert_close(sums[-1], codes[:7].sum(0) / (1 + SIGMA**2), rtol=1e-4, atol=1e-5)
 
 
+def test_the_recall_sum_is_the_sum_of_every_written_step_s_recall_beyond_the_horizon():
+    """Past ``horizon`` steps the addresses repeat; the sum must still be the sum of the recalls of all written steps."""
+    T = 11
+    memory = TimeAddressedMemory(2, 3, positions=tuple(range(T)), num_slots=4, horizon=3, dtype=torch.float64)
+    codes = torch.randn(T, 2, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    for z in codes:
+        read = memory.step(z)  # the positions not written yet read as zeros
+        torch.testing.assert_close(read["recall_sum"], read["recall"].sum(1), rtol=1e-9, atol=1e-12)
+    assert memory.t.tolist() == [T, T]
+
+
 def test_steps_not_written_read_as_zeros_and_a_read_only_step_does_not_advance():
     memory = TimeAddressedMemory(2, 4, lags=(2,), positions=(3,))
     z = torch.ones(2, 4)

@@ -111,7 +111,8 @@ class TimeAddressedMemory(MemoryBackend):
         self.R = torch.zeros(B, K, C, dtype=dtype, device=self.device)  # prior mean R0 = 0
         self.U = torch.eye(K, dtype=dtype, device=self.device).expand(B, K, K).clone()  # prior row covariance U0 = I
         self.t = torch.zeros(B, dtype=torch.long, device=self.device)  # steps written since the reset
-        self.address_sum = torch.zeros(B, K, dtype=dtype, device=self.device)  # Σ_{τ<t} p(τ)
+        # Σ_{τ<t} p(τ) for t <= horizon, so that recall_sum needs no state of its own [horizon + 1, K]
+        self._address_sums = torch.cat([self.addresses.new_zeros(1, K), self.addresses.cumsum(0)])
 
     @property
     def readout_specs(self) -> dict[str, ReadoutSpec]:
@@ -129,18 +130,16 @@ class TimeAddressedMemory(MemoryBackend):
             self.R.zero_()
             self.U.copy_(torch.eye(self.num_slots, dtype=self.dtype, device=self.device))
             self.t.zero_()
-            self.address_sum.zero_()
             return
         mask = self._check_mask(mask)
         self.R[mask] = 0.0
         self.U[mask] = torch.eye(self.num_slots, dtype=self.dtype, device=self.device)
         self.t[mask] = 0
-        self.address_sum[mask] = 0.0
 
     def _step(self, z: torch.Tensor, write: bool, wanted: frozenset[str]) -> dict[str, torch.Tensor]:
         out = {"recall": self._recall()} if "recall" in wanted else {}
         if "recall_sum" in wanted:
-            out["recall_sum"] = (self.address_sum[:, None] @ self.R)[:, 0]  # KM eq. 6 at Σ p(τ) [B, C]
+            out["recall_sum"] = (self._address_sum()[:, None] @ self.R)[:, 0]  # KM eq. 6 at Σ p(τ) [B, C]
         if write:
             self._write(z)
         return out
@@ -157,5 +156,9 @@ class TimeAddressedMemory(MemoryBackend):
         """Rank-one Bayesian write of ``z [B, C]`` at ``w = p(t)`` (KM eq. 9-11); then ``t += 1``."""
         w = self.addresses[self.t % self.horizon]  # [B, K]
         self.R, self.U = write_one(MemoryState(self.R, self.U), z[:, None], w[:, None], self.obs_noise_var)
-        self.address_sum += w
         self.t += 1
+
+    def _address_sum(self) -> torch.Tensor:
+        """``Σ_{τ<t} p(τ)`` ``[B, K]``: whole cycles of the ``horizon`` addresses, then the steps of the current one."""
+        cycles, rest = self.t // self.horizon, self.t % self.horizon  # [B]
+        return cycles[:, None].to(self.dtype) * self._address_sums[self.horizon] + self._address_sums[rest]

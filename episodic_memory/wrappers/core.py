@@ -231,15 +231,19 @@ class EpisodicMemoryCore:
     @torch.no_grad()
     def encode(self, observations: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Codes ``[B, C]`` of frames ``[B, *input_shape]`` (checked by the machine: shape, NaN/inf)."""
-        return self._encode(observations)[0]
+        return self._encode(self._frames(observations))[0]
 
-    def _encode(self, observations: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Codes ``[B, C]`` and the backend's input ``[B, D]`` (the codes, or the KM's codes with its addresses)."""
+    def _frames(self, observations: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Observations ``[B, ...]`` as a finite tensor on the machine's device."""
         x = torch.as_tensor(np.asarray(observations) if not isinstance(observations, torch.Tensor) else observations)
         if x.dtype.is_floating_point and not bool(torch.isfinite(x).all()):
             raise ValueError("observations hold NaN or inf values")
-        x = x.to(self.machine.device)[:, None]  # [B, 1, ...]: one frame per memory
-        return self._inputs(self.machine, x)
+        return x.to(self.machine.device)
+
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes ``[B, C]`` and the backend's input ``[B, D]`` (the codes, or the KM's codes with its addresses) of
+        frames ``x [B, ...]`` from :meth:`_frames`."""
+        return self._inputs(self.machine, x[:, None])  # [B, 1, ...]: one frame per memory
 
     @torch.no_grad()
     def step(self, observations: np.ndarray | torch.Tensor, write: bool = True) -> dict[str, np.ndarray]:
@@ -252,13 +256,14 @@ class EpisodicMemoryCore:
         :param write: False to only read (e.g. the last observation of an episode that just ended).
         :return: float32 arrays ``{name: [B, *shape]}`` for the selected read-outs.
         """
-        z, inputs = self._encode(observations)  # [B, C], [B, D]
+        x = self._frames(observations)
+        z, inputs = self._encode(x)  # [B, C], [B, D]
         # The novelty and the retrieval always (last_novelty, the bonus and the metrics read them), the rest if selected.
         wanted = {"novelty", "retrieval", *(name for name in self.readouts if name != "code")}
         out = self.backend.step(inputs, write=write, readouts=[name for name in self.backend.readout_specs if name in wanted])
         out["code"] = z
         if self.recall is not None:  # written every step, read only when selected
-            kept = z if self.recall_source == "code" else self._observations_kept(observations)
+            kept = z if self.recall_source == "code" else self._observations_kept(x)
             out.update(self.recall.step(kept, write=write, readouts=self._recall_readouts))
         self.last_code, self.last_retrieval = z, out["retrieval"]
         novelty = out["novelty"][:, 0]  # [B]
@@ -269,15 +274,14 @@ class EpisodicMemoryCore:
         self.last_novelty = novelty.to("cpu", torch.float32).numpy()
         return {name: out[name].to("cpu", torch.float32).numpy() for name in self.readouts}
 
-    def _observations_kept(self, observations: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Observations ``[B, *input_shape]`` as the time-addressed memory keeps them, ``[B, prod(input_shape)]``."""
-        x = torch.as_tensor(np.asarray(observations) if not isinstance(observations, torch.Tensor) else observations)
+    def _observations_kept(self, x: torch.Tensor) -> torch.Tensor:
+        """Frames ``x [B, *input_shape]`` as the time-addressed memory keeps them, ``[B, prod(input_shape)]``."""
         if tuple(x.shape[1:]) != tuple(self.machine.input_shape):
             raise ValueError(
                 f"recall_source='observation' keeps observations of the machine's input shape {tuple(self.machine.input_shape)}, "
                 f"got {tuple(x.shape[1:])}: resize them before the wrapper, or recall the codes"
             )
-        return x.flatten(1).to(self.machine.device, self.machine.dtype)
+        return x.flatten(1).to(self.machine.dtype)
 
     def reset(self, mask: np.ndarray | torch.Tensor | None = None) -> None:
         """Return the memories of the environments where ``mask [B]`` is True (all if None) to the prior."""
