@@ -16,6 +16,7 @@ the memory agent only by the read-outs.
 from __future__ import annotations
 
 import signal
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,14 @@ from episodic_memory import DynamicKanervaMachine, GenerativeMemory
 from episodic_memory.agents.extractors import MemoryFeaturesExtractor
 from episodic_memory.agents.frame_stack import VecFrameStackKeys
 from episodic_memory.agents.replay import Float16ReadoutsReplayBuffer
-from episodic_memory.envs.gym_envs import agent_observations, make_env, random_observations, stackable, time_aware
+from episodic_memory.envs.gym_envs import (
+    PreviousAction,
+    agent_observations,
+    make_env,
+    random_observations,
+    stackable,
+    time_aware,
+)
 from episodic_memory.models.observations import ObservationEncoding
 from episodic_memory.registry import BACKENDS, backend_kind, check_backend_machine
 from episodic_memory.wrappers.core import READOUTS, resolve_machine
@@ -185,6 +193,14 @@ class AgentConfig:
             "the value function how much return is left (README: the memory suite)"
         },
     )
+    previous_action: bool = field(
+        default=False,
+        metadata={
+            "help": "append the previous action, one-hot, to the (flat) observation, before any memory, time or frame "
+            "stack (POPGym's PreviousAction: its envs marked obs_requires_prev_action, such as MineSweeper and "
+            "Concentration, do not say in the observation what the agent did)"
+        },
+    )
     code_size: int = field(default=100, metadata={"help": "code size of a fresh machine (ignored with --memory-checkpoint)"})
     num_slots: int = field(default=32, metadata={"help": "memory rows of a fresh machine (ignored with --memory-checkpoint)"})
     num_envs: int = field(default=8, metadata={"help": "parallel environments"})
@@ -286,9 +302,18 @@ def make_machine(
 
 
 def config_env(config: AgentConfig) -> gymnasium.Env:
-    """One environment as ``config`` makes it (:func:`~episodic_memory.envs.gym_envs.make_env`; ``time_feature``:
+    """One environment as ``config`` makes it (:func:`~episodic_memory.envs.gym_envs.make_env`; ``previous_action``:
+    :class:`~episodic_memory.envs.gym_envs.PreviousAction`; ``time_feature``:
     :func:`~episodic_memory.envs.gym_envs.time_aware`), before any memory or frame stack."""
     env = make_env(config.env_id, config.frame_size, config.env_kwargs, config.imports)
+    if config.previous_action:
+        env = PreviousAction(env)
+    elif getattr(env.unwrapped, "obs_requires_prev_action", False):
+        warnings.warn(
+            f"{config.env_id} marks its observations as needing the previous action (obs_requires_prev_action): "
+            "without --previous-action true no memory can tell what it did",
+            stacklevel=2,
+        )
     return time_aware(env) if config.time_feature else env
 
 

@@ -18,16 +18,27 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["MemoryFeaturesExtractor", "SmallImageCNN", "MemoryAttention", "symlog"]
+__all__ = ["MemoryFeaturesExtractor", "SmallImageCNN", "MemoryAttention", "symlog", "thermometer"]
 
 MEMORY_HEADS = ("attention", "linear")
 # The kinds of the Kanerva read-outs, for agents saved before the extractor took the backend's declaration.
 KANERVA_READOUT_KINDS = {"retrieval": "code", "code": "code", "novelty": "energy", "memory": "rows"}
+KINDS = ("code", "energy", "rows", "sequence", "total", "count")
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
     """``sign(x) ln(1 + |x|)``: compresses values spanning orders of magnitude, keeps sign and order."""
     return torch.sign(x) * torch.log1p(x.abs())
+
+
+def thermometer(n: torch.Tensor, levels: int) -> torch.Tensor:
+    """``[..., C] -> [..., C * levels]``: each entry ``n`` as ``clamp(n - k, 0, 1)`` for ``k = 0 .. levels - 1``.
+
+    An integer count ``n`` turns on its first ``min(n, levels)`` features, so "n is exactly 7" is one
+    feature minus the next, which a linear layer reads; counts past ``levels`` read as ``levels``.
+    """
+    k = torch.arange(levels, dtype=n.dtype, device=n.device)  # [levels]
+    return (n.unsqueeze(-1) - k).clamp(0.0, 1.0).flatten(-2)
 
 
 class SmallImageCNN(nn.Module):
@@ -102,15 +113,20 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
     of tens to thousands of nats for the maze machines. With ``normalise_readouts`` (default) each
     ``code`` read-out and every row of a ``rows`` one is layer-normalised (zero mean, unit variance over
     its C entries, no learned parameters) and an ``energy`` or a ``total`` (a sum that grows with the episode,
-    e.g. counts) enters as ``symlog(n) = sign(n) ln(1 + |n|)`` entrywise, so the policy sees inputs of order
-    one whatever machine made them, and a total keeps its magnitude, which a layer norm would remove.
+    e.g. of codes) enters as ``symlog(n) = sign(n) ln(1 + |n|)`` entrywise, so the policy sees inputs of order
+    one whatever machine made them, and a total keeps its magnitude, which a layer norm would remove. A
+    ``count`` (e.g. of one-hot observations) enters as a :func:`thermometer` of ``count_levels`` features per
+    entry, where an answer such as "how many red cards so far" is one linear read (measured on POPGym's
+    CountRecall, README: the memory suite: symlog'd counts learned it more slowly than raw ones, and both
+    more slowly than the thermometer).
 
     :param observation_space: the (preprocessed, channels-first for images) Dict space.
     :param normalise_readouts: normalise the memory read-outs as above; False feeds them raw. The linear
         memory head normalises the whole ``[K, C]`` matrix at once, which keeps the rows' relative scales.
     :param memory_head: ``"attention"`` or ``"linear"``, how the ``rows`` read-out becomes features.
     :param sequence_dim: features per step of a ``sequence`` read-out.
-    :param readout_kinds: ``{key: "code" | "energy" | "rows" | "sequence" | "total"}`` for the read-out keys (the memory's
+    :param count_levels: thermometer features per entry of a ``count`` read-out.
+    :param readout_kinds: ``{key: kind}``, a kind of ``KINDS`` for each read-out key (the memory's
         declaration, which :func:`~episodic_memory.agents.builder.build_agent` passes); keys not in it are the
         environment's own. None: the Kanerva read-outs by name (``retrieval``, ``code``, ``novelty``, ``memory``),
         as agents saved before this parameter read them.
@@ -127,6 +143,7 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
         memory_head: str = "attention",
         readout_kinds: dict[str, str] | None = None,
         sequence_dim: int = 16,
+        count_levels: int = 32,
     ) -> None:
         if memory_head not in MEMORY_HEADS:
             raise ValueError(f"memory_head must be one of {MEMORY_HEADS}, actual value: {memory_head!r}")
@@ -134,11 +151,11 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
             raise ValueError(f"MemoryFeaturesExtractor needs Dict observations, got {observation_space}")
         if readout_kinds is None:
             readout_kinds = {k: kind for k, kind in KANERVA_READOUT_KINDS.items() if k in observation_space.spaces}
-        unknown = {k: kind for k, kind in readout_kinds.items() if kind not in ("code", "energy", "rows", "sequence", "total")}
+        unknown = {k: kind for k, kind in readout_kinds.items() if kind not in KINDS}
         if unknown:
-            raise ValueError(
-                f"readout_kinds must map keys to 'code', 'energy', 'rows', 'sequence' or 'total', actual value: {unknown!r}"
-            )
+            raise ValueError(f"readout_kinds must map keys to one of {KINDS}, actual value: {unknown!r}")
+        if isinstance(count_levels, bool) or not isinstance(count_levels, int) or count_levels < 1:
+            raise ValueError(f"count_levels must be a positive int, actual value: {count_levels!r}")
         rows = [k for k, kind in readout_kinds.items() if kind == "rows" and k in observation_space.spaces]
         if len(rows) > 1:
             raise ValueError(f"MemoryFeaturesExtractor reads one 'rows' read-out, got {rows}")
@@ -166,12 +183,10 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
         self.sequences = nn.ModuleDict(
             {k: nn.Sequential(nn.Linear(observation_space.spaces[k].shape[-1], sequence_dim), nn.ReLU()) for k in sequence_keys}
         )
-        flat_dim = sum(
-            observation_space.spaces[k].shape[0] * sequence_dim
-            if k in self.sequences
-            else get_flattened_obs_dim(observation_space.spaces[k])
-            for k in flat_keys
-        )
+        self.normalise_readouts = normalise_readouts
+        self.count_levels = count_levels
+        self.readout_kinds = dict(readout_kinds)
+        flat_dim = sum(self._flat_dim(k, observation_space.spaces[k], sequence_dim) for k in flat_keys)
         self.mlp = (
             nn.Sequential(nn.Linear(flat_dim, mlp_features), nn.ReLU(), nn.Linear(mlp_features, mlp_features), nn.ReLU())
             if flat_keys
@@ -182,9 +197,7 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
             self.attention = MemoryAttention(query_dim, memory_space.shape[1], attention_dim)
         elif memory_space is not None:
             self.memory_linear = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(memory_space.shape), attention_dim), nn.ReLU())
-        self.normalise_readouts = normalise_readouts
         self.memory_key = memory_key
-        self.readout_kinds = dict(readout_kinds)
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = [self.cnns[k](observations[k]) for k in self.image_keys]
@@ -202,6 +215,14 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
             memory = F.layer_norm(memory, memory.shape[-1:])
         return torch.cat([query, self.attention(query, memory)], dim=1)
 
+    def _flat_dim(self, key: str, space: spaces.Space, sequence_dim: int) -> int:
+        """Features of one flat key as :meth:`_flat` makes them."""
+        if key in self.sequences:
+            return space.shape[0] * sequence_dim
+        if self.normalise_readouts and self.readout_kinds.get(key) == "count":
+            return get_flattened_obs_dim(space) * self.count_levels
+        return get_flattened_obs_dim(space)
+
     def _flat(self, key: str, x: torch.Tensor) -> torch.Tensor:
         """One flat key as ``[N, D]``, normalised when it is a read-out (see the class docstring)."""
         if key in self.sequences:  # [N, L, C]: each code normalised on its own, at unit norm, then the shared map
@@ -214,4 +235,6 @@ class MemoryFeaturesExtractor(BaseFeaturesExtractor):
             return F.layer_norm(x, x.shape[-1:])
         if kind in ("energy", "total"):
             return symlog(x)
+        if kind == "count":
+            return thermometer(x, self.count_levels)
         return x

@@ -1,7 +1,10 @@
 """The memory suite: methods x tasks x seeds on one step budget, scored with POPGym's MMER.
 
 Every run is ``episodic-memory train-agent`` with the suite's settings (8 envs, default PPO
-hyperparameters, one torch thread); only the method's options differ. For every run the suite reads
+hyperparameters, one torch thread); only the method's options differ. Concentration and MineSweeper,
+which POPGym marks ``obs_requires_prev_action`` (their observations do not say which card or tile the
+agent chose), get the previous action in the observation for every method (``--previous-action true``),
+as POPGym's own baselines run them. For every run the suite reads
 the training curve (``rollout/ep_rew_mean``, the mean extrinsic return of the last 100 episodes,
 logged after every rollout) from its ``metrics.jsonl`` and reports
 
@@ -59,6 +62,7 @@ class Task:
     env_id: str
     threshold: float | None = None
     imports: tuple[str, ...] = ()
+    previous_action: bool = False  # POPGym's obs_requires_prev_action: the observation does not say what the agent did
 
     @property
     def minigrid(self) -> bool:
@@ -67,7 +71,7 @@ class Task:
 
 TASKS = {
     **{
-        name: Task(f"popgym-{name}-v0", imports=("popgym",))
+        name: Task(f"popgym-{name}-v0", imports=("popgym",), previous_action=name in ("ConcentrationEasy", "MineSweeperEasy"))
         for name in (
             "RepeatFirstEasy",
             "RepeatPreviousEasy",
@@ -180,6 +184,7 @@ def run_config(task: str, method: str, seed: int, args: argparse.Namespace) -> T
     return TrainAgentConfig(
         env_id=TASKS[task].env_id,
         imports=TASKS[task].imports,
+        previous_action=TASKS[task].previous_action,
         seed=seed,
         device=args.device,
         num_envs=args.num_envs,

@@ -20,13 +20,22 @@ from collections.abc import Sequence
 from typing import Any
 
 import gymnasium
+import numpy as np
 from gymnasium import spaces
 from minigrid.minigrid_env import MiniGridEnv
 
 from episodic_memory.envs.mazes import FrameObservation, make_registered
 from episodic_memory.models.observations import readable_keys
 
-__all__ = ["agent_observations", "import_modules", "make_env", "random_observations", "stackable", "time_aware"]
+__all__ = [
+    "PreviousAction",
+    "agent_observations",
+    "import_modules",
+    "make_env",
+    "random_observations",
+    "stackable",
+    "time_aware",
+]
 
 
 def import_modules(modules: Sequence[str]) -> None:
@@ -134,6 +143,62 @@ def time_aware(env: gymnasium.Env) -> gymnasium.Env:
             )
         env = gymnasium.wrappers.TimeLimit(env, limit + 1)
     return gymnasium.wrappers.TimeAwareObservation(env, flatten=True, normalize_time=True)
+
+
+class PreviousAction(gymnasium.Wrapper, gymnasium.utils.RecordConstructorArgs):
+    """The previous action beside the observation, ``(obs, a_{t-1})``, flattened one-hot (POPGym's ``PreviousAction``
+    for any env: POPGym marks the envs whose observations do not say what the agent did, e.g. MineSweeper's count of
+    mines next to a clicked tile without the tile, ``obs_requires_prev_action``).
+
+    Before the first action there is none, and the observation says so: a ``Discrete(n)`` action becomes
+    ``Discrete(n + 1)`` (``n``: none yet) and each entry of a ``MultiDiscrete`` one gains a value, where POPGym's
+    null action 0 could not be told from the action 0 without its ``Antialias`` flag. ``Box`` and ``MultiBinary``
+    actions enter as they are (zeros first) with a first-step flag (1 before the first action).
+
+    :raises ValueError: image or Dict observations (flattening would destroy or mix them), or another action space.
+    """
+
+    def __init__(self, env: gymnasium.Env) -> None:
+        gymnasium.utils.RecordConstructorArgs.__init__(self)
+        gymnasium.Wrapper.__init__(self, env)
+        space, action_space = env.observation_space, env.action_space
+        if isinstance(space, spaces.Dict) or (isinstance(space, spaces.Box) and len(space.shape) == 3):
+            raise ValueError(f"--previous-action appends the action to a flat observation; this env's observations are {space}")
+        if isinstance(action_space, spaces.Discrete):
+            action_part: spaces.Space = spaces.Discrete(int(action_space.n) + 1)
+        elif isinstance(action_space, spaces.MultiDiscrete):
+            action_part = spaces.MultiDiscrete(action_space.nvec + 1)
+        elif isinstance(action_space, (spaces.Box, spaces.MultiBinary)):
+            action_part = spaces.Tuple((action_space, spaces.MultiBinary(1)))
+        else:
+            raise ValueError(f"--previous-action takes Discrete, MultiDiscrete, MultiBinary or Box actions, got {action_space}")
+        self._pair = spaces.Tuple((space, action_part))
+        self.observation_space = spaces.flatten_space(self._pair)
+
+    def _observation(self, obs: Any, action: Any) -> np.ndarray:
+        action_space = self.env.action_space
+        if action is None:  # no action yet: the extra value, or zeros and the first-step flag
+            if isinstance(action_space, spaces.Discrete):
+                part: Any = int(action_space.n)
+            elif isinstance(action_space, spaces.MultiDiscrete):
+                part = action_space.nvec.copy()
+            else:
+                part = (np.zeros(action_space.shape, action_space.dtype), np.ones(1, np.int8))
+        elif isinstance(action_space, spaces.Discrete):
+            part = int(np.asarray(action).item()) - int(action_space.start)
+        elif isinstance(action_space, spaces.MultiDiscrete):
+            part = np.asarray(action, dtype=np.int64) - action_space.start
+        else:
+            part = (np.asarray(action, dtype=action_space.dtype).reshape(action_space.shape), np.zeros(1, np.int8))
+        return spaces.flatten(self._pair, (obs, part)).astype(self.observation_space.dtype, copy=False)
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        return self._observation(obs, None), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, Any, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._observation(obs, action), reward, terminated, truncated, info
 
 
 def random_observations(env: gymnasium.Env, steps: int, seed: int) -> list[Any]:

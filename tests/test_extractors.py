@@ -108,7 +108,7 @@ def test_readouts_are_read_by_their_declared_kind_not_their_name():
     assert extractor({k: torch.as_tensor(v)[None] for k, v in space.sample().items()}).shape == (1, 8 + 4)
     with pytest.raises(ValueError, match="reads one 'rows' read-out"):
         MemoryFeaturesExtractor(space, readout_kinds={"slots": "rows", "cleaned": "rows"})
-    with pytest.raises(ValueError, match="must map keys to 'code', 'energy', 'rows', 'sequence' or 'total'"):
+    with pytest.raises(ValueError, match=r"must map keys to one of \('code', 'energy', 'rows', 'sequence', 'total', 'count'\)"):
         MemoryFeaturesExtractor(space, readout_kinds={"slots": "matrix"})
 
 

@@ -10,6 +10,7 @@ pytest.importorskip("popgym")
 import json
 from dataclasses import replace
 
+import gymnasium
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -17,7 +18,7 @@ from gymnasium.utils.env_checker import check_env
 from stable_baselines3 import PPO
 
 from episodic_memory.agents.builder import AgentConfig, make_agent_env
-from episodic_memory.agents.extractors import MemoryFeaturesExtractor
+from episodic_memory.agents.extractors import MemoryFeaturesExtractor, thermometer
 from episodic_memory.backends import TimeAddressedMemory, time_addresses
 from episodic_memory.envs.gym_envs import make_env
 from episodic_memory.models.dkm import DynamicKanervaMachine
@@ -264,3 +265,36 @@ def test_the_extractor_keeps_the_magnitude_of_a_total_and_compresses_it():
     assert not torch.allclose(total(obs)[0], total(obs)[1])  # a total keeps it
     huge = {**obs, "sum": obs["sum"] * 1e6}
     assert total(huge).abs().max() < 1e3  # symlog: a million times the counts stays of order ten
+
+
+def test_the_sum_of_one_hot_observations_is_declared_a_count_and_other_sums_totals():
+    one_hot = DynamicKanervaMachine.for_space(spaces.MultiDiscrete([2, 2]), code_size=8, num_slots=4)
+    unbounded = DynamicKanervaMachine.for_space(gymnasium.make("CartPole-v1").observation_space, code_size=8, num_slots=4)
+
+    def kind(machine: DynamicKanervaMachine, source: str) -> str:
+        return EpisodicMemoryCore(machine, 1, readouts=("recall_sum",), recall_source=source).readout_specs()["recall_sum"].kind
+
+    assert kind(one_hot, "observation") == "count"
+    assert kind(one_hot, "code") == "total"  # a sum of codes is no count
+    assert kind(unbounded, "observation") == "total"  # nor is a sum of CartPole's positions and velocities
+
+
+def test_a_thermometer_turns_on_one_feature_per_unit_of_a_count():
+    n = torch.tensor([[0.0, 2.5, 40.0]])
+    expected = [[0, 0, 0, 0], [1, 1, 0.5, 0], [1, 1, 1, 1]]  # four levels: a count past them reads as 4
+    torch.testing.assert_close(thermometer(n, 4), torch.tensor(expected).flatten()[None])
+    counts = torch.arange(0.0, 10.0)[:, None]  # [10, 1]
+    features = thermometer(counts, 12)  # [10, 12]
+    exactly = features[:, :-1] - features[:, 1:]  # "the count is exactly k + 1", a linear read of the features
+    torch.testing.assert_close(exactly[1:, :9], torch.eye(9))
+    assert not exactly[0].any()
+
+
+def test_the_extractor_reads_a_count_as_a_thermometer():
+    space = spaces.Dict({"observation": spaces.Box(-1, 1, (4,)), "counts": spaces.Box(0, np.inf, (3,))})
+    extractor = MemoryFeaturesExtractor(space, readout_kinds={"counts": "count"}, count_levels=5)
+    assert extractor.mlp[0].in_features == 4 + 3 * 5
+    features = extractor._flat("counts", torch.tensor([[2.0, 0.0, 7.0]]))
+    torch.testing.assert_close(features[0], torch.tensor([1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1.0]))
+    with pytest.raises(ValueError, match="count_levels must be a positive int"):
+        MemoryFeaturesExtractor(space, readout_kinds={"counts": "count"}, count_levels=0)

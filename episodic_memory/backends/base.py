@@ -16,7 +16,9 @@ rather than by its name:
 - ``energy``: one scalar surprise ``[1]``, low for what the memory holds, high for what is new;
 - ``rows``: a set of vectors ``[N, C]`` to attend over (e.g. a memory's slots);
 - ``sequence``: codes ``[L, C]`` of L chosen steps of the episode, in order (e.g. the previous ones);
-- ``total``: a sum over the episode's steps ``[C]``, which grows with it (e.g. of one-hot observations, counts).
+- ``total``: a sum over the episode's steps ``[C]``, which grows with it (e.g. of codes);
+- ``count``: a total of entries in [0, 1] ``[C]``, 0 or more (e.g. of one-hot observations, how many times each
+  value came up).
 """
 
 from __future__ import annotations
@@ -30,23 +32,23 @@ import torch
 
 __all__ = ["MemoryBackend", "ReadoutKind", "ReadoutSpec", "binary_patterns"]
 
-ReadoutKind = Literal["code", "energy", "rows", "sequence", "total"]
+ReadoutKind = Literal["code", "energy", "rows", "sequence", "total", "count"]
 
 
 @dataclass(frozen=True)
 class ReadoutSpec:
     """What one read-out of a backend is.
 
-    :param shape: its shape for one memory: ``(C,)`` for a code or a total, ``(1,)`` for an energy, ``(N, C)`` for
+    :param shape: its shape for one memory: ``(C,)`` for a code, a total or a count, ``(1,)`` for an energy, ``(N, C)`` for
         rows, ``(L, C)`` for a sequence.
-    :param kind: ``code``, ``energy``, ``rows``, ``sequence`` or ``total`` (module docstring).
+    :param kind: ``code``, ``energy``, ``rows``, ``sequence``, ``total`` or ``count`` (module docstring).
     """
 
     shape: tuple[int, ...]
     kind: ReadoutKind
 
     def __post_init__(self) -> None:
-        expected = {"code": 1, "energy": 1, "rows": 2, "sequence": 2, "total": 1}
+        expected = {"code": 1, "energy": 1, "rows": 2, "sequence": 2, "total": 1, "count": 1}
         if self.kind not in expected:
             raise ValueError(f"kind must be one of {list(expected)}, actual value: {self.kind!r}")
         if len(self.shape) != expected[self.kind] or any(not isinstance(n, int) or n < 1 for n in self.shape):

@@ -64,14 +64,16 @@ class TimeAddressedMemory(MemoryBackend):
     - ``recall [L, C]`` (kind ``sequence``; when there are lags or positions), the posterior means of the
       codes of the queried steps, lags first, then positions, in the order given; zeros for a step not
       written yet;
-    - ``recall_sum [C]`` (kind ``total``), the read at the sum of the written steps' addresses: the sum of
-      every written step's recall, zeros before the first write.
+    - ``recall_sum [C]`` (kind ``total``, or ``count`` with ``counts``), the read at the sum of the written steps'
+      addresses: the sum of every written step's recall, zeros before the first write.
 
     :param lags: steps back from the one being read (each >= 1).
     :param positions: steps from the start of the episode (each >= 0).
     :param num_slots: K, rows of each memory.
     :param obs_noise_std: σ, the std of the read noise.
     :param horizon: steps with addresses of their own; step t uses the address of ``t mod horizon``.
+    :param counts: the codes written are entries in [0, 1] (one-hot observations, kept as they are), so that
+        ``recall_sum`` counts how many times each entry was on: it is declared a ``count``, not a ``total``.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class TimeAddressedMemory(MemoryBackend):
         num_slots: int = 64,
         obs_noise_std: float = 0.1,
         horizon: int = 4096,
+        counts: bool = False,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
     ) -> None:
@@ -104,6 +107,7 @@ class TimeAddressedMemory(MemoryBackend):
         self.num_slots = num_slots
         self.obs_noise_var = float(obs_noise_std) ** 2
         self.horizon = horizon
+        self.counts = counts
         self.addresses = time_addresses(num_slots, horizon).to(self.device, dtype)  # p(t) [horizon, K]
         self._lags = torch.tensor(lags, dtype=torch.long, device=self.device)  # [L_lags]
         self._positions = torch.tensor(positions, dtype=torch.long, device=self.device)  # [L_positions]
@@ -118,7 +122,7 @@ class TimeAddressedMemory(MemoryBackend):
     def readout_specs(self) -> dict[str, ReadoutSpec]:
         num_steps = len(self.lags) + len(self.positions)
         recall = {"recall": ReadoutSpec((num_steps, self.code_size), "sequence")} if num_steps else {}
-        return {**recall, "recall_sum": ReadoutSpec((self.code_size,), "total")}
+        return {**recall, "recall_sum": ReadoutSpec((self.code_size,), "count" if self.counts else "total")}
 
     @property
     def state_floats(self) -> int:

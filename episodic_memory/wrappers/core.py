@@ -30,7 +30,8 @@ by content cannot answer "what came 3 steps ago"; this one can, exactly while an
 ``recall_slots`` steps. Its ``recall_sum [B, C]`` is the sum of every step's recall so far. With
 ``recall_source="observation"`` it keeps the observations themselves (flattened, as the machine
 reads them, ``C = prod(input_shape)``) instead of their codes: of one-hot observations, ``recall``
-is a frame stack and ``recall_sum`` counts how often each value came up.
+is a frame stack and ``recall_sum`` counts how often each value came up (declared a ``count`` read-out when
+the machine's observations are flat with entries in [0, 1], a ``total`` otherwise).
 
 How a code is addressed follows the machine. A DKM solves its weights against the memory
 (eq. 6), as above. A KM uses its own learned addresses ``w = A f(ȳ)`` (KM eq. 5, ``ȳ`` the mean
@@ -106,6 +107,13 @@ def resolve_machine(machine: GenerativeMemory | str | os.PathLike[str], device: 
     return machine.to(device).eval()
 
 
+def _one_hot(machine: GenerativeMemory) -> bool:
+    """Whether the machine reads flat observations with entries in [0, 1] (one-hot or binary ones, as
+    :class:`~episodic_memory.models.observations.ObservationEncoding` makes them), whose sums are counts."""
+    encoding = machine.observation_encoding
+    return encoding is not None and not encoding.image and tuple(encoding.value_range) == (0.0, 1.0)
+
+
 def check_novelty_reward(novelty_reward: float) -> float:
     """``novelty_reward`` as a float, or ValueError: the weight of an exploration bonus is a finite number >= 0."""
     if (
@@ -172,6 +180,7 @@ class EpisodicMemoryCore:
                 recall_lags,
                 recall_positions,
                 recall_slots,
+                counts=recall_source == "observation" and _one_hot(machine),
                 dtype=machine.dtype,
                 device=machine.device,
             )
