@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -87,6 +88,17 @@ def test_a_training_curve_starts_once_its_window_holds_100_episodes(tmp_path: Pa
 def test_unknown_task_in_a_per_task_option_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown task 'MemoryS9'"):
         suite.main(["--memory-checkpoint", "MemoryS9=x.safetensors", "--out", str(tmp_path)])
+
+
+def test_the_tasks_popgym_marks_as_needing_the_previous_action_get_it_for_every_method() -> None:
+    import gymnasium
+    import popgym  # noqa: F401 - registers the ids
+
+    args = argparse.Namespace(memory_checkpoint={}, device="cpu", num_envs=8, eval_episodes=0, wandb_mode="disabled",
+                              out="unused", steps=1000)  # fmt: skip
+    for name in suite.POPGYM_TASKS:
+        needs = gymnasium.make(suite.TASKS[name].env_id).unwrapped.obs_requires_prev_action
+        assert {suite.run_config(name, method, 0, args).previous_action for method in suite.METHODS} == {needs}, name
 
 
 def test_the_probe_finds_the_paid_action_of_popgym_tasks() -> None:
