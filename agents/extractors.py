@@ -10,6 +10,7 @@ image spaces, transposed to channels-first by ``VecTransposeImage``).
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import torch
 from gymnasium import spaces
@@ -18,12 +19,14 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 from torch.nn import functional as F
 
+from episodic_memory.backends.base import ReadoutKind
+
 __all__ = ["MemoryFeaturesExtractor", "SmallImageCNN", "MemoryAttention", "symlog", "thermometer"]
 
 MEMORY_HEADS = ("attention", "linear")
 # The kinds of the Kanerva read-outs, for agents saved before the extractor took the backend's declaration.
 KANERVA_READOUT_KINDS = {"retrieval": "code", "code": "code", "novelty": "energy", "memory": "rows"}
-KINDS = ("code", "energy", "rows", "sequence", "total", "count")
+KINDS = get_args(ReadoutKind)
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:

@@ -174,16 +174,19 @@ class PreviousAction(gymnasium.Wrapper, gymnasium.utils.RecordConstructorArgs):
             raise ValueError(f"--previous-action takes Discrete, MultiDiscrete, MultiBinary or Box actions, got {action_space}")
         self._pair = spaces.Tuple((space, action_part))
         self.observation_space = spaces.flatten_space(self._pair)
+        # no action yet: the extra value, or zeros and the first-step flag
+        if isinstance(action_space, spaces.Discrete):
+            self._none: Any = int(action_space.n)
+        elif isinstance(action_space, spaces.MultiDiscrete):
+            self._none = action_space.nvec.copy()
+        else:
+            self._none = (np.zeros(action_space.shape, action_space.dtype), np.ones(1, np.int8))
 
     def _observation(self, obs: Any, action: Any) -> np.ndarray:
         action_space = self.env.action_space
-        if action is None:  # no action yet: the extra value, or zeros and the first-step flag
-            if isinstance(action_space, spaces.Discrete):
-                part: Any = int(action_space.n)
-            elif isinstance(action_space, spaces.MultiDiscrete):
-                part = action_space.nvec.copy()
-            else:
-                part = (np.zeros(action_space.shape, action_space.dtype), np.ones(1, np.int8))
+        part: Any
+        if action is None:
+            part = self._none
         elif isinstance(action_space, spaces.Discrete):
             part = int(np.asarray(action).item()) - int(action_space.start)
         elif isinstance(action_space, spaces.MultiDiscrete):
