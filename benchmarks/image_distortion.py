@@ -16,6 +16,12 @@ memory holds:
 - an EBMM of H rows: ``H (C + 1)``; its read, eq. 1 from the query's code, decoded;
 - store-everything on each machine's codes: the 64 codes (``64 C``), read by a modern Hopfield network
   (attention over them, β the best of ``--betas``/√C on these episodes: the baseline tuned up, not down);
+- with ``--conv-ebmm H ...``, EBMMs on the pixels themselves (the paper's convolutional variant): the energy's
+  writable layer of H rows reads fixed convolutional features of the frame
+  (:class:`~episodic_memory.energy.ConvolutionalFeatures`, F of them: ``H (F + 1)`` numbers), and a read
+  descends the frame's pixels (eq. 1, projected onto [0, 1]; not told where the block is, as the machines
+  are not). Each is meta-trained here (eq. 5) on sets of 64 frames of the training split with the same
+  corruption, cached in ``--out`` and reused; its control is the read through θ̄, the unwritten memory;
 - two controls for each machine: its autoencoder alone, ``d(e(x̃))`` with no memory (0 numbers), and its
   read through the memory of *another* episode of the batch: what the machine does without the episode.
   The EBMM machine trains its coders on distorted frames and the DKM does not, so the difference between
@@ -24,25 +30,30 @@ memory holds:
 Usage::
 
     python benchmarks/image_distortion.py --data runs/demo/data --out runs/distortion/mazes \\
-        dkm-4=runs/distortion/mazes/dkm-4/model.safetensors ebmm-4=runs/distortion/mazes/ebmm-4/model.safetensors ...
+        dkm-4=runs/distortion/mazes/dkm-4/model.safetensors ebmm-4=runs/distortion/mazes/ebmm-4/model.safetensors ... \\
+        --conv-ebmm 4 16 64
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
+from binary_recall import cached_energy_memory
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from episodic_memory import EnergyBasedMemoryMachine, GenerativeMemory, load_machine
 from episodic_memory.backends import DenseAssociativeMemory
-from episodic_memory.energy import Corrupter
+from episodic_memory.energy import ConvolutionalFeatures, Corrupter, EnergyMemory, meta_train
 from episodic_memory.envs.dataset import FrameDataset
 from episodic_memory.registry import backend_kind, own_backend
+
+EPISODE = 64  # frames written to one memory (the paper's batches of 64 images)
 
 
 def memory_floats(model: GenerativeMemory) -> int:
@@ -65,6 +76,41 @@ def store_everything(model: GenerativeMemory, z: torch.Tensor, zq: torch.Tensor,
     return decoded(model, memory.retrieve(zq))
 
 
+def frame_corruption(corrupter: Corrupter, frame_shape: tuple[int, int, int]):
+    """``corrupter`` on flattened frames: ``x [B, N, C·H·W] -> (x̃ [B, N, C·H·W], known [B, N, C·H·W])``."""
+
+    def corrupt(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        distorted, known = corrupter(x.view(*x.shape[:2], *frame_shape))
+        return distorted.flatten(2), known.flatten(2)
+
+    return corrupt
+
+
+def conv_ebmm(
+    rows: int, data: FrameDataset, frame_shape: tuple[int, int, int], args: argparse.Namespace
+) -> tuple[EnergyMemory, dict]:
+    """The pixel-space EBMM of ``rows`` writable rows, loaded from ``--out`` or meta-trained there (module docstring)."""
+    settings = {"model": "conv-ebmm", "rows": rows, "steps": args.conv_steps, "channels": args.conv_channels,
+                "data": str(args.data), "seed": args.seed}  # fmt: skip
+    layers = 3 if min(frame_shape[1:]) >= 32 else 2  # 32 x 32 frames: 4 x 4 features; 8 x 8 digits: 2 x 2
+    features = ConvolutionalFeatures(frame_shape, channels=args.conv_channels, layers=layers)
+    torch.manual_seed(args.seed)
+    memory = EnergyMemory(math.prod(frame_shape), rows, read_steps=5, write_steps=5, bounds=(0.0, 1.0), features=features)
+    rng = np.random.default_rng(args.seed + rows)
+    side = min(frame_shape[1:]) // 2
+    corrupt = frame_corruption(Corrupter("block", side, low=0.0, high=1.0, fill=0.5), frame_shape)
+
+    def sample() -> torch.Tensor:  # [2, 64, C·H·W]: two sets of frames a step
+        x = torch.as_tensor(data.sample(2, EPISODE, "mixed", rng)).float() / 255.0
+        return x.permute(0, 1, 4, 2, 3).flatten(2)
+
+    def train(memory: EnergyMemory) -> None:
+        losses = meta_train(memory, sample, corrupt, args.conv_steps, lr=1e-3, progress=f"meta-training conv-ebmm-{rows}")
+        settings["final_loss"] = sum(losses[-50:]) / len(losses[-50:])  # mean over the last 50 steps
+
+    return cached_energy_memory(memory, args.out, f"conv-ebmm-{rows}", settings, train)
+
+
 def errors(read: torch.Tensor, clean: torch.Tensor, block: torch.Tensor) -> tuple[float, float]:
     """(mean squared error over the frames, over the corrupted blocks) of ``read`` against ``clean``, both [0, 1]."""
     squared = (read - clean) ** 2
@@ -73,7 +119,7 @@ def errors(read: torch.Tensor, clean: torch.Tensor, block: torch.Tensor) -> tupl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="+", metavar="NAME=PATH", help="DKM and EBMM checkpoints of one dataset")
+    parser.add_argument("models", nargs="*", metavar="NAME=PATH", help="DKM and EBMM checkpoints of one dataset")
     parser.add_argument("--data", required=True, help="dataset directory (its test split)")
     parser.add_argument("--out", required=True, help="where results.json and distortion.png go")
     parser.add_argument("--test-fraction", type=float, default=0.1)
@@ -81,13 +127,16 @@ def main() -> None:
     parser.add_argument(
         "--betas", type=float, nargs="+", default=[0.25, 1.0, 4.0, 16.0, 64.0], help="store-everything's β, times 1/√C"
     )
+    parser.add_argument("--conv-ebmm", type=int, nargs="*", default=[], metavar="H", help="pixel-space EBMMs of H rows")
+    parser.add_argument("--conv-steps", type=int, default=1000, help="their meta-training steps (2 sets of 64 frames each)")
+    parser.add_argument("--conv-channels", type=int, default=16, help="their convolutions' channels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     data = FrameDataset(args.data, split="test", test_fraction=args.test_fraction)
     rng = np.random.default_rng(args.seed)
-    x = torch.as_tensor(data.sample(args.batches, 64, "mixed", rng)).float() / 255.0  # [B, 64, H, W, C] in [0, 1]
+    x = torch.as_tensor(data.sample(args.batches, EPISODE, "mixed", rng)).float() / 255.0  # [B, 64, H, W, C] in [0, 1]
     frames = x.permute(0, 1, 4, 2, 3)  # [B, 64, C, H, W]
     side = min(frames.shape[-2:]) // 2
     distorted, known = Corrupter("block", side, low=0.0, high=1.0, fill=0.5, generator=torch.Generator().manual_seed(1))(frames)
@@ -99,6 +148,7 @@ def main() -> None:
         mse, block_mse = errors(read, x, block)
         rows.append({"name": name, "family": family, "floats": floats, "mse": mse, "block_mse": block_mse})
 
+    add("the distorted query itself", "query", 0, query)
     with torch.no_grad():
         for spec in args.models:
             name, _, path = spec.partition("=")
@@ -113,6 +163,22 @@ def main() -> None:
             rows.append({"name": f"{name}: store-everything (β {beta:g}/√C)", "family": f"{family}: store-everything",
                          "floats": 64 * model.code_size, "mse": error[0], "block_mse": error[1]})  # fmt: skip
 
+    training_frames = FrameDataset(args.data, split="train", test_fraction=args.test_fraction) if args.conv_ebmm else None
+    for H in args.conv_ebmm:
+        memory, saved = conv_ebmm(H, training_frames, frames.shape[2:], args)
+        with torch.no_grad():
+            flat, flat_query = frames.flatten(2), distorted.flatten(2)  # [B, 64, C·H·W]
+
+            def read(theta, flat_query=flat_query, memory=memory) -> torch.Tensor:  # -> [B, 64, H, W, C]
+                return memory.read(flat_query, theta).view_as(frames).permute(0, 1, 3, 4, 2)
+
+            theta = memory.write(flat)
+            name = f"conv-ebmm-{H} ({saved['steps']} steps, {saved['seconds']:.0f} s)"
+            add(name, "conv-ebmm", memory.state_floats, read(theta))
+            other = tuple(t.roll(1, 0) for t in theta)  # episode b read through b-1's memory
+            add(f"{name}: another episode's memory", "conv-ebmm, another episode's memory", memory.state_floats, read(other))
+            add(f"{name}: the unwritten memory θ̄", "conv-ebmm: unwritten", 0, read(memory.initial(flat.shape[0])))
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
@@ -123,7 +189,7 @@ def main() -> None:
         print(f"| {row['name']} | {row['floats']:,} | {row['mse']:.4f} | {row['block_mse']:.4f} |")
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
-    for family, color in (("dkm", "tab:blue"), ("ebmm", "tab:orange")):
+    for family, color in (("dkm", "tab:blue"), ("ebmm", "tab:orange"), ("conv-ebmm", "tab:green")):
         for suffix, style in (("", "-"), (", another episode's memory", "--")):
             points = sorted((r["floats"], r["block_mse"]) for r in rows if r["family"] == family + suffix)
             if points:

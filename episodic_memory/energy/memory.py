@@ -42,11 +42,13 @@ class EnergyMemory(nn.Module):
     """B energy-based memories with meta-learned reading and writing rules.
 
     :param input_size: D.
-    :param writable_size: H; one memory holds ``H·D + H`` numbers.
+    :param writable_size: H; one memory holds ``H·F + H`` numbers (F = D without features).
     :param read_steps: K, gradient steps of a read (eq. 1).
     :param write_steps: T, gradient steps of a write (eq. 4).
     :param bounds: the box ``(low, high)`` reads are projected onto, or None for unbounded patterns.
     :param read_step_size: initial γ⁽ᵏ⁾; :param write_step_size: initial η⁽ᵗ⁾ (both meta-learned from there).
+    :param features: the energy network's fixed features ``f`` (:class:`~episodic_memory.energy.network.EnergyNetwork`;
+        :class:`~episodic_memory.energy.network.ConvolutionalFeatures` for frames); None: the identity.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class EnergyMemory(nn.Module):
         bounds: tuple[float, float] | None = (-1.0, 1.0),
         read_step_size: float = 1.0,
         write_step_size: float = 1.0,
+        features: nn.Module | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("read_steps", read_steps), ("write_steps", write_steps)):
@@ -65,8 +68,9 @@ class EnergyMemory(nn.Module):
                 raise ValueError(f"{name} must be a positive int, actual value: {value!r}")
         if bounds is not None and not (len(bounds) == 2 and float(bounds[0]) < float(bounds[1])):
             raise ValueError(f"bounds must be None or (low, high) with low < high, actual value: {bounds!r}")
-        self.network = EnergyNetwork(input_size, writable_size)
         self.bounds = None if bounds is None else (float(bounds[0]), float(bounds[1]))
+        centre = 0.0 if self.bounds is None else sum(self.bounds) / 2  # the well at the box's middle
+        self.network = EnergyNetwork(input_size, writable_size, features=features, centre=centre)
         self.read_steps, self.write_steps = read_steps, write_steps
         self.read_step_size = nn.Parameter(torch.full((read_steps,), math.log(read_step_size)))  # log γ⁽ᵏ⁾
         self.read_momentum = nn.Parameter(torch.zeros(read_steps))  # μ⁽ᵏ⁾ (sigmoid): 0.5 to start
