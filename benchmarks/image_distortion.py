@@ -20,7 +20,8 @@ memory holds:
   writable layer of H rows reads fixed convolutional features of the frame
   (:class:`~episodic_memory.energy.ConvolutionalFeatures`, F of them: ``H (F + 1)`` numbers), and a read
   descends the frame's pixels (eq. 1, projected onto [0, 1]; not told where the block is, as the machines
-  are not). Each is meta-trained here (eq. 5) on sets of 64 frames of the training split with the same
+  are not, unless ``--conv-told-block``: then every read holds the pixels outside it, the paper's projection
+  onto the known entries). Each is meta-trained here (eq. 5) on sets of 64 frames of the training split with the same
   corruption, cached in ``--out`` and reused; its control is the read through θ̄, the unwritten memory;
 - two controls for each machine: its autoencoder alone, ``d(e(x̃))`` with no memory (0 numbers), and its
   read through the memory of *another* episode of the batch: what the machine does without the episode.
@@ -76,12 +77,12 @@ def store_everything(model: GenerativeMemory, z: torch.Tensor, zq: torch.Tensor,
     return decoded(model, memory.retrieve(zq))
 
 
-def frame_corruption(corrupter: Corrupter, frame_shape: tuple[int, int, int]):
-    """``corrupter`` on flattened frames: ``x [B, N, C·H·W] -> (x̃ [B, N, C·H·W], known [B, N, C·H·W])``."""
+def frame_corruption(corrupter: Corrupter, frame_shape: tuple[int, int, int], told: bool):
+    """``corrupter`` on flattened frames: ``x [B, N, C·H·W] -> (x̃ [B, N, C·H·W], known [B, N, C·H·W] if told else None)``."""
 
-    def corrupt(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def corrupt(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         distorted, known = corrupter(x.view(*x.shape[:2], *frame_shape))
-        return distorted.flatten(2), known.flatten(2)
+        return distorted.flatten(2), known.flatten(2) if told else None
 
     return corrupt
 
@@ -91,14 +92,14 @@ def conv_ebmm(
 ) -> tuple[EnergyMemory, dict]:
     """The pixel-space EBMM of ``rows`` writable rows, loaded from ``--out`` or meta-trained there (module docstring)."""
     settings = {"model": "conv-ebmm", "rows": rows, "steps": args.conv_steps, "channels": args.conv_channels,
-                "data": str(args.data), "seed": args.seed}  # fmt: skip
+                "data": str(args.data), "seed": args.seed, "told_block": args.conv_told_block}  # fmt: skip
     layers = 3 if min(frame_shape[1:]) >= 32 else 2  # 32 x 32 frames: 4 x 4 features; 8 x 8 digits: 2 x 2
     features = ConvolutionalFeatures(frame_shape, channels=args.conv_channels, layers=layers)
     torch.manual_seed(args.seed)
     memory = EnergyMemory(math.prod(frame_shape), rows, read_steps=5, write_steps=5, bounds=(0.0, 1.0), features=features)
     rng = np.random.default_rng(args.seed + rows)
     side = min(frame_shape[1:]) // 2
-    corrupt = frame_corruption(Corrupter("block", side, low=0.0, high=1.0, fill=0.5), frame_shape)
+    corrupt = frame_corruption(Corrupter("block", side, low=0.0, high=1.0, fill=0.5), frame_shape, args.conv_told_block)
 
     def sample() -> torch.Tensor:  # [2, 64, C·H·W]: two sets of frames a step
         x = torch.as_tensor(data.sample(2, EPISODE, "mixed", rng)).float() / 255.0
@@ -108,7 +109,8 @@ def conv_ebmm(
         losses = meta_train(memory, sample, corrupt, args.conv_steps, lr=1e-3, progress=f"meta-training conv-ebmm-{rows}")
         settings["final_loss"] = sum(losses[-50:]) / len(losses[-50:])  # mean over the last 50 steps
 
-    return cached_energy_memory(memory, args.out, f"conv-ebmm-{rows}", settings, train)
+    name = f"conv-ebmm-{rows}" + ("-told" if args.conv_told_block else "")
+    return cached_energy_memory(memory, args.out, name, settings, train)
 
 
 def errors(read: torch.Tensor, clean: torch.Tensor, block: torch.Tensor) -> tuple[float, float]:
@@ -130,6 +132,11 @@ def main() -> None:
     parser.add_argument("--conv-ebmm", type=int, nargs="*", default=[], metavar="H", help="pixel-space EBMMs of H rows")
     parser.add_argument("--conv-steps", type=int, default=1000, help="their meta-training steps (2 sets of 64 frames each)")
     parser.add_argument("--conv-channels", type=int, default=16, help="their convolutions' channels")
+    parser.add_argument(
+        "--conv-told-block",
+        action="store_true",
+        help="their reads hold the pixels outside the block (projected onto the known entries), in training and here",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -168,12 +175,14 @@ def main() -> None:
         memory, saved = conv_ebmm(H, training_frames, frames.shape[2:], args)
         with torch.no_grad():
             flat, flat_query = frames.flatten(2), distorted.flatten(2)  # [B, 64, C·H·W]
+            held = known.flatten(2) if args.conv_told_block else None
 
-            def read(theta, flat_query=flat_query, memory=memory) -> torch.Tensor:  # -> [B, 64, H, W, C]
-                return memory.read(flat_query, theta).view_as(frames).permute(0, 1, 3, 4, 2)
+            def read(theta, flat_query=flat_query, held=held, memory=memory) -> torch.Tensor:  # -> [B, 64, H, W, C]
+                return memory.read(flat_query, theta, held).view_as(frames).permute(0, 1, 3, 4, 2)
 
             theta = memory.write(flat)
-            name = f"conv-ebmm-{H} ({saved['steps']} steps, {saved['seconds']:.0f} s)"
+            told = ", told the block" if args.conv_told_block else ""
+            name = f"conv-ebmm-{H}{told} ({saved['steps']} steps, {saved['seconds']:.0f} s)"
             add(name, "conv-ebmm", memory.state_floats, read(theta))
             other = tuple(t.roll(1, 0) for t in theta)  # episode b read through b-1's memory
             add(f"{name}: another episode's memory", "conv-ebmm, another episode's memory", memory.state_floats, read(other))
