@@ -92,11 +92,14 @@ def conv_ebmm(
 ) -> tuple[EnergyMemory, dict]:
     """The pixel-space EBMM of ``rows`` writable rows, loaded from ``--out`` or meta-trained there (module docstring)."""
     settings = {"model": "conv-ebmm", "rows": rows, "steps": args.conv_steps, "channels": args.conv_channels,
-                "data": str(args.data), "seed": args.seed, "told_block": args.conv_told_block}  # fmt: skip
+                "write_steps": args.conv_write_steps, "data": str(args.data), "seed": args.seed,
+                "told_block": args.conv_told_block}  # fmt: skip
     layers = 3 if min(frame_shape[1:]) >= 32 else 2  # 32 x 32 frames: 4 x 4 features; 8 x 8 digits: 2 x 2
     features = ConvolutionalFeatures(frame_shape, channels=args.conv_channels, layers=layers)
     torch.manual_seed(args.seed)
-    memory = EnergyMemory(math.prod(frame_shape), rows, read_steps=5, write_steps=5, bounds=(0.0, 1.0), features=features)
+    memory = EnergyMemory(
+        math.prod(frame_shape), rows, read_steps=5, write_steps=args.conv_write_steps, bounds=(0.0, 1.0), features=features
+    )
     rng = np.random.default_rng(args.seed + rows)
     side = min(frame_shape[1:]) // 2
     corrupt = frame_corruption(Corrupter("block", side, low=0.0, high=1.0, fill=0.5), frame_shape, args.conv_told_block)
@@ -132,6 +135,7 @@ def main() -> None:
     parser.add_argument("--conv-ebmm", type=int, nargs="*", default=[], metavar="H", help="pixel-space EBMMs of H rows")
     parser.add_argument("--conv-steps", type=int, default=1000, help="their meta-training steps (2 sets of 64 frames each)")
     parser.add_argument("--conv-channels", type=int, default=16, help="their convolutions' channels")
+    parser.add_argument("--conv-write-steps", type=int, default=5, help="their write's T (eq. 4)")
     parser.add_argument(
         "--conv-told-block",
         action="store_true",
