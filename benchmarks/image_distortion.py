@@ -95,8 +95,8 @@ def conv_ebmm(
                 "write_steps": args.conv_write_steps, "data": str(args.data), "seed": args.seed,
                 "told_block": args.conv_told_block}  # fmt: skip
     layers = 3 if min(frame_shape[1:]) >= 32 else 2  # 32 x 32 frames: 4 x 4 features; 8 x 8 digits: 2 x 2
+    torch.manual_seed(args.seed)  # every memory starts alike, whatever was trained before it in this run
     features = ConvolutionalFeatures(frame_shape, channels=args.conv_channels, layers=layers)
-    torch.manual_seed(args.seed)
     memory = EnergyMemory(
         math.prod(frame_shape), rows, read_steps=5, write_steps=args.conv_write_steps, bounds=(0.0, 1.0), features=features
     )

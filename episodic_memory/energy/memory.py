@@ -47,8 +47,8 @@ class EnergyMemory(nn.Module):
     :param write_steps: T, gradient steps of a write (eq. 4).
     :param bounds: the box ``(low, high)`` reads are projected onto, or None for unbounded patterns.
     :param read_step_size: initial γ⁽ᵏ⁾; :param write_step_size: initial η⁽ᵗ⁾ (both meta-learned from there).
-    :param features: the energy network's fixed features ``f`` (:class:`~episodic_memory.energy.network.EnergyNetwork`;
-        :class:`~episodic_memory.energy.network.ConvolutionalFeatures` for frames); None: the identity.
+    :param features: the energy network's fixed features ``f`` (see :class:`~episodic_memory.energy.network.EnergyNetwork`),
+        e.g. :class:`~episodic_memory.energy.network.ConvolutionalFeatures` for frames; None: the identity.
     """
 
     def __init__(
