@@ -116,6 +116,12 @@ def conv_ebmm(
     return cached_energy_memory(memory, args.out, name, settings, train)
 
 
+def read_frames(memory: EnergyMemory, theta: tuple, query: torch.Tensor, held: torch.Tensor | None) -> torch.Tensor:
+    """A pixel EBMM's read (eq. 1) of the frames ``query [B, 64, C, H, W]`` -> ``[B, 64, H, W, C]``; ``held``: the
+    flattened entries the read keeps, or None."""
+    return memory.read(query.flatten(2), theta, held).view_as(query).permute(0, 1, 3, 4, 2)
+
+
 def errors(read: torch.Tensor, clean: torch.Tensor, block: torch.Tensor) -> tuple[float, float]:
     """(mean squared error over the frames, over the corrupted blocks) of ``read`` against ``clean``, both [0, 1]."""
     squared = (read - clean) ** 2
@@ -175,22 +181,19 @@ def main() -> None:
                          "floats": 64 * model.code_size, "mse": error[0], "block_mse": error[1]})  # fmt: skip
 
     training_frames = FrameDataset(args.data, split="train", test_fraction=args.test_fraction) if args.conv_ebmm else None
+    held = known.flatten(2) if args.conv_told_block else None  # [B, 64, C·H·W]
+    told = ", told the block" if args.conv_told_block else ""
     for H in args.conv_ebmm:
         memory, saved = conv_ebmm(H, training_frames, frames.shape[2:], args)
         with torch.no_grad():
-            flat, flat_query = frames.flatten(2), distorted.flatten(2)  # [B, 64, C·H·W]
-            held = known.flatten(2) if args.conv_told_block else None
-
-            def read(theta, flat_query=flat_query, held=held, memory=memory) -> torch.Tensor:  # -> [B, 64, H, W, C]
-                return memory.read(flat_query, theta, held).view_as(frames).permute(0, 1, 3, 4, 2)
-
-            theta = memory.write(flat)
-            told = ", told the block" if args.conv_told_block else ""
-            name = f"conv-ebmm-{H}{told} ({saved['steps']} steps, {saved['seconds']:.0f} s)"
-            add(name, "conv-ebmm", memory.state_floats, read(theta))
+            theta = memory.write(frames.flatten(2))
             other = tuple(t.roll(1, 0) for t in theta)  # episode b read through b-1's memory
-            add(f"{name}: another episode's memory", "conv-ebmm, another episode's memory", memory.state_floats, read(other))
-            add(f"{name}: the unwritten memory θ̄", "conv-ebmm: unwritten", 0, read(memory.initial(flat.shape[0])))
+            name = f"conv-ebmm-{H}{told} ({saved['steps']} steps, {saved['seconds']:.0f} s)"
+            add(name, "conv-ebmm", memory.state_floats, read_frames(memory, theta, distorted, held))
+            add(f"{name}: another episode's memory", "conv-ebmm, another episode's memory", memory.state_floats,
+                read_frames(memory, other, distorted, held))  # fmt: skip
+            add(f"{name}: the unwritten memory θ̄", "conv-ebmm: unwritten", 0,
+                read_frames(memory, memory.initial(frames.shape[0]), distorted, held))  # fmt: skip
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

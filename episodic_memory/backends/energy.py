@@ -71,7 +71,7 @@ class OnlineEnergyMemory(MemoryBackend):
         return {
             "retrieval": ReadoutSpec((self.code_size,), "code"),
             "novelty": ReadoutSpec((1,), "energy"),
-            "memory": ReadoutSpec((self.memory.network.writable_size, self.code_size), "rows"),
+            "memory": ReadoutSpec(tuple(self.theta[0].shape[1:]), "rows"),  # W [H, F]: F = C unless the energy has features
         }
 
     @property
